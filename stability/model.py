@@ -1,0 +1,126 @@
+"""RecurrentNet: input map, a pluggable transition W, a readout; W is built once per forward.
+
+    a_t = W_in x_t + b + W h_{t−1},   h_t = φ(a_t),   y_t = W_out h_t + c
+
+The transition is any registered :class:`~stability.transitions.Transition`; the whole
+sequence then runs in one recurrence engine (:mod:`stability.recurrence`).
+Integer inputs of shape (T, B) are read as token ids, exactly equivalent to one-hot
+vectors of size ``input_size`` (computed as an embedding lookup of W_in's columns).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import transitions
+from .recurrence import (ENGINES, NONLINEARITIES, derivative_from_output, fused_recurrence,
+                         loop_recurrence, native_recurrence, resolve_engine)
+from .transitions.base import check_choice, check_size
+
+
+class RecurrentNet(nn.Module):
+    """A single-layer RNN whose recurrent matrix comes from a pluggable transition.
+
+    Args:
+        input_size, hidden_size, output_size: the sizes I, n and O.
+        transition: a registered transition name (see ``stability.transitions.available()``)
+            or a ready :class:`Transition` of size ``hidden_size``.
+        nonlinearity: ``"tanh"`` or ``"relu"`` (the official Spectral-RNN code uses relu).
+        engine: ``"auto"`` (fused BPTT on CPU, PyTorch's kernel on CUDA), ``"fused"``,
+            ``"native"`` or ``"loop"`` (the plain reference).
+        **transition_options: passed to the transition's constructor.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int,
+                 transition: str | transitions.Transition = "dense", nonlinearity: str = "tanh",
+                 engine: str = "auto", **transition_options):
+        super().__init__()
+        self.input_size = check_size("input_size", input_size)
+        self.hidden_size = check_size("hidden_size", hidden_size)
+        self.output_size = check_size("output_size", output_size)
+        self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
+        self.engine = check_choice("engine", engine, ENGINES)
+        if isinstance(transition, transitions.Transition):
+            if transition_options:
+                raise TypeError("transition options are only accepted with a transition name")
+            if transition.n != hidden_size:
+                raise ValueError(f"transition has n={transition.n} but hidden_size={hidden_size}")
+            self.transition = transition
+        elif isinstance(transition, str):
+            self.transition = transitions.create(transition, hidden_size, **transition_options)
+        else:
+            raise TypeError(f"transition must be a name or a Transition, got {type(transition).__name__}")
+        self.input_map = nn.Linear(input_size, hidden_size)
+        self.readout = nn.Linear(hidden_size, output_size)
+
+    @property
+    def transition_name(self) -> str:
+        return self.transition.name or type(self.transition).__name__
+
+    def transition_parameters(self) -> list[nn.Parameter]:
+        return list(self.transition.parameters())
+
+    def other_parameters(self) -> list[nn.Parameter]:
+        ids = {id(p) for p in self.transition.parameters()}
+        return [p for p in self.parameters() if id(p) not in ids]
+
+    def activation_derivative(self, hidden_states: Tensor) -> Tensor:
+        """φ'(a_t) for every state, from the states themselves (diagonal of ∂h_t/∂a_t)."""
+        return derivative_from_output(hidden_states, self.nonlinearity)
+
+    def _check_input(self, x: Tensor, h0: Tensor | None) -> tuple[int, int]:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        p = self.input_map.weight
+        if x.dtype in (torch.int64, torch.int32):
+            if x.dim() != 2:
+                raise ValueError(f"token input must have shape (T, B), got {tuple(x.shape)}")
+            if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.input_size):
+                raise ValueError(f"token ids must lie in 0..{self.input_size - 1}, "
+                                 f"got range {int(x.min())}..{int(x.max())}")
+        else:
+            if x.dim() != 3 or x.shape[2] != self.input_size:
+                raise ValueError(f"x must have shape (T, B, input_size={self.input_size}), got {tuple(x.shape)}")
+            if x.dtype != p.dtype:
+                raise TypeError(f"x has dtype {x.dtype} but the model's parameters are {p.dtype}")
+        if x.shape[0] < 1 or x.shape[1] < 1:
+            raise ValueError(f"x must hold at least one step and one sequence, got shape {tuple(x.shape)}")
+        steps, batch = x.shape[0], x.shape[1]
+        if h0 is not None and tuple(h0.shape) != (batch, self.hidden_size):
+            raise ValueError(f"h0 must have shape (B={batch}, hidden_size={self.hidden_size}), got {tuple(h0.shape)}")
+        return steps, batch
+
+    def project_inputs(self, x: Tensor) -> Tensor:
+        """W_in x_t + b for every step, as one (T, B, n) tensor."""
+        if x.dtype in (torch.int64, torch.int32):
+            return nn.functional.embedding(x, self.input_map.weight.T) + self.input_map.bias
+        return self.input_map(x)
+
+    def recurrence(self, x: Tensor, h0: Tensor | None = None, w: Tensor | None = None) -> Tensor:
+        """The hidden states (T, B, n) for inputs x; W is materialized here once unless given."""
+        steps, batch = self._check_input(x, h0)
+        p = self.input_map.weight
+        if h0 is None:
+            h0 = torch.zeros(batch, self.hidden_size, dtype=p.dtype, device=p.device)
+        if w is None:
+            w = self.transition.matrix()
+        engine = resolve_engine(self.engine, p.device)
+        if engine == "native" and x.is_floating_point():
+            return native_recurrence(x, h0, w, self.nonlinearity, self.input_map.weight,
+                                     self.input_map.bias, self.training)
+        xw = self.project_inputs(x)
+        if engine == "native":  # token ids: feed the projections through an identity input map
+            eye = torch.eye(self.hidden_size, dtype=p.dtype, device=p.device)
+            return native_recurrence(xw, h0, w, self.nonlinearity, eye, torch.zeros_like(self.input_map.bias),
+                                     self.training)
+        if engine == "loop":
+            return loop_recurrence(xw, h0, w, self.nonlinearity)
+        return fused_recurrence(xw, h0, w, self.nonlinearity)
+
+    def forward(self, x: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Return ``(outputs, hidden_states)``: (T, B, output_size) and (T, B, hidden_size)."""
+        states = self.recurrence(x, h0)
+        return self.readout(states), states
+
+    def extra_repr(self) -> str:
+        return f"nonlinearity={self.nonlinearity!r}, engine={self.engine!r}"
