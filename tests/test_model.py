@@ -1,0 +1,148 @@
+"""RecurrentNet: every recurrence engine against the plain Python loop, in float64."""
+import pytest
+import torch
+
+from stability import RecurrentNet
+from stability.recurrence import fused_recurrence, loop_recurrence
+
+BUILTINS = ["cayley", "dense", "exprnn", "householder", "spectral"]
+
+
+def run(model, x, h0=None):
+    model.zero_grad()
+    out, states = model(x, h0)
+    loss = (out.sin()).sum() + (states ** 2).sum() * 0.1
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return out.detach(), states.detach(), grads
+
+
+def rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
+
+
+@pytest.mark.parametrize("transition", BUILTINS)
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("engine", ["fused", "native"])
+def test_engine_matches_loop(transition, nonlinearity, engine):
+    torch.manual_seed(0)
+    opts = {"reflectors": 6, "margin": 0.3} if transition == "spectral" else {}
+    model = RecurrentNet(3, 10, 4, transition, nonlinearity=nonlinearity, engine="loop", **opts).double()
+    if transition == "spectral":
+        with torch.no_grad():
+            model.transition.p.normal_()
+    x = torch.randn(25, 5, 3, dtype=torch.float64)
+    h0 = torch.randn(5, 10, dtype=torch.float64)
+    ref = run(model, x, h0)
+    model.engine = engine
+    got = run(model, x, h0)
+    assert rel(got[0], ref[0]) < 1e-8 and rel(got[1], ref[1]) < 1e-8
+    assert ref[2].keys() == got[2].keys()
+    for name in ref[2]:
+        assert rel(got[2][name], ref[2][name]) < 1e-8, name
+
+
+def test_h0_gradient_and_single_step():
+    torch.manual_seed(1)
+    x = torch.randn(1, 2, 3, dtype=torch.float64)
+    xw = torch.randn(6, 2, 4, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    for steps in (1, 6):
+        args = (xw[:steps], h0, w)
+        assert torch.autograd.gradcheck(lambda a, b, c: fused_recurrence(a, b, c, "tanh"), args)
+        g_fused = torch.autograd.grad(fused_recurrence(*args, "relu").sum(), args)
+        g_loop = torch.autograd.grad(loop_recurrence(*args, "relu").sum(), args)
+        for a, b in zip(g_fused, g_loop):
+            assert torch.allclose(a, b, atol=1e-12)
+    model = RecurrentNet(3, 4, 2).double()
+    assert model(x)[0].shape == (1, 2, 2)
+
+
+def test_token_input_equals_one_hot():
+    torch.manual_seed(2)
+    model = RecurrentNet(7, 5, 7, "spectral").double()
+    tokens = torch.randint(0, 7, (9, 3))
+    one_hot = torch.nn.functional.one_hot(tokens, 7).double()
+    for engine in ("fused", "native", "loop"):
+        model.engine = engine
+        assert torch.allclose(model(tokens)[0], model(one_hot)[0], atol=1e-12)
+
+
+def test_w_is_materialized_once_per_forward(monkeypatch):
+    model = RecurrentNet(2, 6, 1, "spectral")
+    calls = []
+    original = model.transition.matrix
+    monkeypatch.setattr(model.transition, "matrix", lambda: calls.append(1) or original())
+    out, _ = model(torch.randn(50, 3, 2))
+    out.sum().backward()
+    assert len(calls) == 1
+
+
+def test_deterministic_for_a_seed():
+    def make():
+        torch.manual_seed(123)
+        model = RecurrentNet(2, 8, 1, "spectral")
+        return run(model, torch.randn(20, 4, 2))
+
+    a, b = make(), make()
+    assert torch.equal(a[0], b[0])
+    assert all(torch.equal(a[2][k], b[2][k]) for k in a[2])
+
+
+def test_transition_instance_and_accessors():
+    from stability.transitions import create
+    t = create("householder", 6, reflectors=2)
+    model = RecurrentNet(3, 6, 2, t)
+    assert model.transition is t and model.transition_name == "householder"
+    ids = {id(p) for p in model.transition_parameters()}
+    assert ids.isdisjoint({id(p) for p in model.other_parameters()})
+    assert len(ids) + len(model.other_parameters()) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda m: m(torch.randn(5, 3)), ValueError, r"x must have shape \(T, B, input_size=3\)"),
+    (lambda m: m(torch.randn(5, 2, 4)), ValueError, "input_size=3"),
+    (lambda m: m(torch.randn(5, 2, 3, dtype=torch.float64)), TypeError, "dtype"),
+    (lambda m: m(torch.randn(5, 2, 3), torch.zeros(3, 6)), ValueError, r"h0 must have shape \(B=2"),
+    (lambda m: m(torch.randint(0, 9, (4, 2))), ValueError, "token ids must lie in 0..2"),
+    (lambda m: m(torch.zeros(0, 2, 3)), ValueError, "at least one step"),
+    (lambda m: m([[1.0]]), TypeError, "torch.Tensor"),
+])
+def test_bad_input(call, exc, match):
+    model = RecurrentNet(3, 6, 2)
+    with pytest.raises(exc, match=match):
+        call(model)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(nonlinearity="sigmoid"), "nonlinearity='sigmoid'.*'tanh', 'relu'"),
+    (dict(engine="cuda"), "engine='cuda'"),
+    (dict(transition="nope"), "unknown transition 'nope'; available"),
+    (dict(transition="spectral", reflectors=7), "reflectors=7"),
+])
+def test_bad_construction(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        RecurrentNet(3, 6, 2, **kwargs)
+
+
+def test_hidden_size_must_match_transition_instance():
+    from stability.transitions import create
+    with pytest.raises(ValueError, match="hidden_size=5"):
+        RecurrentNet(3, 5, 2, create("dense", 4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("transition", BUILTINS)
+def test_cuda_engines_match_cpu(transition):
+    torch.manual_seed(3)
+    model = RecurrentNet(3, 16, 2, transition).double()
+    x = torch.randn(30, 4, 3, dtype=torch.float64)
+    ref = run(model, x)
+    cuda = model.cuda()
+    for engine in ("native", "fused"):
+        cuda.engine = engine
+        got = run(cuda, x.cuda())
+        assert rel(got[0].cpu(), ref[0]) < 1e-8
+        for name in ref[2]:
+            assert rel(got[2][name].cpu(), ref[2][name]) < 1e-8
