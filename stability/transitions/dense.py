@@ -36,6 +36,8 @@ class DenseTransition(Transition):
             w.copy_(torch.eye(self.n))
         else:
             w.normal_(0.0, self.n ** -0.5)
+            if w.device.type == "meta":  # shape-only build (parameter counting): nothing to rescale
+                return
             radius = torch.linalg.eigvals(w.double()).abs().max().item()
             w.mul_(self.spectral_radius / radius)
 

@@ -35,30 +35,36 @@ class _CompactWY(torch.autograd.Function):
     ∂L/∂V = M V − Z − X Q̄ᵀ  (S depends on V through its Gram entries and ‖vᵢ‖²/2).
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, vectors: Tensor) -> Tensor:
-        n = vectors.shape[1]
-        s = vectors @ vectors.T
-        half = 0.5 * s.diagonal()
+    def forward(vectors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        n = vectors.shape[-1]
+        s = vectors @ vectors.transpose(-1, -2)
+        half = 0.5 * s.diagonal(dim1=-2, dim2=-1)
         half = torch.where(half > 0, half, torch.ones_like(half))  # zero vector: identity
-        s = s.triu_(1)
-        s.diagonal().copy_(half)
+        s = s.triu(1) + torch.diag_embed(half)
         x = torch.linalg.solve_triangular(s, vectors, upper=True)
-        q = torch.addmm(torch.eye(n, dtype=vectors.dtype, device=vectors.device), vectors.T, x, alpha=-1.0)
+        q = torch.eye(n, dtype=vectors.dtype, device=vectors.device) - vectors.transpose(-1, -2) @ x
+        return q, s, x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        (vectors,) = inputs
+        _, s, x = output
+        ctx.mark_non_differentiable(s, x)
         ctx.save_for_backward(vectors, s, x)
-        return q
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_q: Tensor) -> Tensor:
+    def backward(ctx, grad_q: Tensor, _grad_s=None, _grad_x=None) -> Tensor:
         vectors, s, x = ctx.saved_tensors
-        z = torch.linalg.solve_triangular(s.T, vectors @ grad_q, upper=False)
-        grad_s = z @ x.T
+        t = lambda a: a.transpose(-1, -2)  # noqa: E731
+        z = torch.linalg.solve_triangular(t(s), vectors @ grad_q, upper=False)
+        grad_s = z @ t(x)
         m = grad_s.triu(1)
-        m = m + m.T
-        m.diagonal().copy_(grad_s.diagonal())
-        grad = torch.addmm(z, x, grad_q.T)
-        return torch.addmm(grad, m, vectors, alpha=-1.0).neg_()
+        m = m + t(m) + torch.diag_embed(grad_s.diagonal(dim1=-2, dim2=-1))
+        return m @ vectors - z - x @ t(grad_q)
 
 
 def householder_product(vectors: Tensor) -> Tensor:
@@ -68,7 +74,7 @@ def householder_product(vectors: Tensor) -> Tensor:
     (tested in float64). First-order gradients only.
     """
     _check_vectors(vectors)
-    return _CompactWY.apply(vectors)
+    return _CompactWY.apply(vectors)[0]
 
 
 def householder_product_reference(vectors: Tensor) -> Tensor:
