@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# GPU benchmark run (README, "Tracking performance over commits"):
+#   1. the asv suite's CUDA cases, saved under .asv/results/<machine>/ for this commit and
+#      copied with a text summary (asv show) to $OUT/asv/;
+#   2. the core speed comparison, `python -m stability.bench --device cuda`, to $OUT/.
+#
+# Usage: suites/gpu.sh [OUT]            OUT defaults to reports/bench/gpu
+# Environment:
+#   ASV_MACHINE   asv machine name (default: <hostname>-gpu)
+#   ASV_BENCH     asv --bench regex (default: 'cuda', i.e. every CUDA case; '.' for all)
+#   ASV_QUICK=1   smoke run: asv --quick (nothing saved) and stability.bench --quick
+#   BENCH_ROUNDS  rounds of stability.bench (default 15)
+# asv writes its machine file to $HOME (~/.asv-machine.json); set HOME to a scratch folder
+# where the home directory is read-only.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT="${1:-reports/bench/gpu}"
+MACHINE="${ASV_MACHINE:-$(hostname)-gpu}"
+BENCH="${ASV_BENCH:-'cuda'}"
+ROUNDS="${BENCH_ROUNDS:-15}"
+PY="${PYTHON:-python}"
+
+if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    echo "suites/gpu.sh: torch sees no CUDA device here; nothing to do" >&2
+    exit 2
+fi
+command -v asv >/dev/null || { echo "suites/gpu.sh: asv is not installed (pip install 'stability[bench]')" >&2; exit 2; }
+
+# Pin the allocator for every process below (stability.bench records that it was set).
+export MALLOC_MMAP_MAX_=0
+export MALLOC_TRIM_THRESHOLD_=68719476736
+
+mkdir -p "$OUT/asv"
+COMMIT="$(git rev-parse HEAD)"
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+    echo "suites/gpu.sh: warning: uncommitted changes; asv results are filed under $COMMIT" >&2
+fi
+"$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "device", torch.cuda.get_device_name(0))' \
+    | tee "$OUT/asv/device.txt"
+
+asv machine --yes --machine "$MACHINE" >/dev/null
+if [ "${ASV_QUICK:-0}" = "1" ]; then
+    asv run --python=same --machine "$MACHINE" --quick --show-stderr --bench "$BENCH" 2>&1 | tee "$OUT/asv/run.log"
+    BENCH_ARGS=(--quick --rounds 2)
+else
+    asv run --python=same --machine "$MACHINE" --set-commit-hash "$COMMIT" --show-stderr \
+        --bench "$BENCH" 2>&1 | tee "$OUT/asv/run.log"
+    asv show "$COMMIT" --machine "$MACHINE" --python=same > "$OUT/asv/show.txt" 2>&1 || true
+    rm -rf "$OUT/asv/results"
+    cp -r ".asv/results/$MACHINE" "$OUT/asv/results"
+    BENCH_ARGS=(--rounds "$ROUNDS")
+fi
+
+"$PY" -m stability.bench --device cuda --out "$OUT" "${BENCH_ARGS[@]}"
+echo "suites/gpu.sh: results in $OUT (bench.md, bench.csv, bench.json, rounds.csv, asv/)"
