@@ -1,0 +1,165 @@
+"""The task interface and its registry.
+
+A task is a small object that knows its data, its loss and its metrics; the one training loop
+(:func:`stability.train.train`) runs any of them. Every task has
+
+- ``input_size``, ``output_size``: the sizes a :class:`~stability.RecurrentNet` must have;
+- ``baseline``: the loss of the best memoryless answer (``baseline_metric`` names the metric),
+  or ``None``;
+- ``sample(batch_size, generator=None) -> (x, y)``: one training batch; ``x`` is (T, B, input_size)
+  floats, or (T, B) token ids for language-model tasks;
+- ``loss(outputs, y)``: the scalar training objective from the model's outputs (T, B, output_size);
+- ``metrics(outputs, y) -> dict[str, float]``: the task's metrics (names: ``docs/contracts.md``);
+- ``batches(split, batch_size, max_batches=None)``: the evaluation data of a split;
+- ``definition()``: a JSON-able dict that every result row carries (protocols.md).
+
+and, for the training loop: ``periodic_splits`` (evaluated every ``eval_every`` steps, e.g.
+``("valid",)``) and ``final_splits`` (once at the end, e.g. ``("test",)``); ``generated`` (evaluation
+data drawn with a fixed seed per split, vs. a data set's fixed splits); ``stateful`` (language
+models: the hidden state runs on from one batch of a split to the next); ``count(y)`` and
+``finish(means)``, which turn per-batch metrics into a whole split's (token-weighted for language
+models, with perplexity and bpc recomputed from the mean cross-entropy).
+
+Tasks are built by name: ``create("copy", T=200)``; ``available()`` lists the names.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+_REGISTRY: dict[str, type["Task"]] = {}
+
+#: the seed of the fixed evaluation data of generated (synthetic) tasks, per split
+EVAL_SEEDS = {"valid": 2_147_483_029, "test": 2_147_482_951}
+
+
+class Task:
+    """Base class of every task; see the module docstring for the interface."""
+
+    #: registry name, set by :func:`register`
+    name: str = ""
+    input_size: int
+    output_size: int
+    baseline: float | None = None
+    #: the metric ``baseline`` is expressed in
+    baseline_metric: str | None = None
+    #: True for language models: hidden state is carried across the consecutive batches of a split
+    stateful: bool = False
+    #: splits evaluated every ``eval_every`` steps (and at the end), and only at the end
+    periodic_splits: tuple[str, ...] = ("valid",)
+    final_splits: tuple[str, ...] = ()
+    #: True where evaluation data are generated (drawn with a fixed seed), False for data sets
+    generated: bool = True
+    #: number of evaluation batches when the caller gives none (None: the whole split)
+    default_eval_batches: int | None = 10
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def loss(self, outputs: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def metrics(self, outputs: Tensor, y: Tensor) -> dict[str, float]:
+        raise NotImplementedError
+
+    def definition(self) -> dict:
+        raise NotImplementedError
+
+    def count(self, y: Tensor) -> int:
+        """How many scored items a batch holds (the weight of its metrics in a split's mean)."""
+        return int(y.shape[-1]) if y.dim() >= 1 else 1
+
+    def finish(self, means: dict[str, float]) -> dict[str, float]:
+        """Metrics of a whole split from the weighted means of the per-batch metrics."""
+        return means
+
+    def batches(self, split: str, batch_size: int, max_batches: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """Evaluation batches of ``split``: for generated tasks, ``max_batches`` (default 10) batches
+        from a generator with a fixed seed per split, the same data at every evaluation and for
+        every training seed."""
+        if split not in EVAL_SEEDS:
+            raise ValueError(f"task {self.name!r} has no split {split!r}; allowed: {', '.join(EVAL_SEEDS)}")
+        n = self.default_eval_batches if max_batches is None else check_int("max_batches", max_batches)
+        gen = torch.Generator().manual_seed(EVAL_SEEDS[split])
+        for _ in range(n):
+            yield self.sample(batch_size, gen)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.definition().items() if k not in ("task", "baseline"))
+        return f"{type(self).__name__}({opts})"
+
+
+# ---------------------------------------------------------------------------------------
+# validation helpers
+# ---------------------------------------------------------------------------------------
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """An integer option, >= ``minimum``; a TypeError/ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name}={value} is out of range; allowed: >= {minimum}")
+    return value
+
+
+def check_choice(name: str, value, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}={value!r} is not known; allowed: {', '.join(map(repr, choices))}")
+    return value
+
+
+def check_batch(batch_size) -> int:
+    return check_int("batch_size", batch_size)
+
+
+# ---------------------------------------------------------------------------------------
+# registry
+# ---------------------------------------------------------------------------------------
+def register(name: str) -> Callable[[type[Task]], type[Task]]:
+    """Class decorator adding a :class:`Task` subclass to the registry under ``name``."""
+
+    def decorate(cls: type[Task]) -> type[Task]:
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise TypeError(f"@register({name!r}) needs a Task subclass, got {cls!r}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def available() -> list[str]:
+    """Names of every registered task, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> type[Task]:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; available: {', '.join(available())}")
+    return _REGISTRY[name]
+
+
+def option_names(name: str) -> list[str]:
+    """The keyword options a task's constructor accepts."""
+    sig = inspect.signature(get(name).__init__)
+    return [p for p, v in sig.parameters.items() if p != "self"
+            and v.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+
+
+def option_defaults(name: str) -> dict:
+    """The options of a task with their default values."""
+    sig = inspect.signature(get(name).__init__)
+    return {p: sig.parameters[p].default for p in option_names(name)}
+
+
+def create(name: str, **options) -> Task:
+    """Build the task registered under ``name``; unknown options raise a TypeError listing the allowed ones."""
+    cls = get(name)
+    allowed = option_names(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"task {name!r} does not take option(s) {', '.join(unknown)}; "
+                        f"allowed: {', '.join(allowed) or '(none)'}")
+    return cls(**options)

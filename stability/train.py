@@ -1,0 +1,387 @@
+"""The one training loop for every task: seeded, logged, deterministic on CPU.
+
+    log = train(model, create("adding", T=50), steps=600, lr=1e-3, eval_every=100)
+
+returns a long pandas DataFrame with columns ``step, split, metric, value`` (names in
+``docs/contracts.md``):
+
+- ``split="train"``: the training objective ``loss``, the task's metrics on the training batch
+  and ``step_time`` (seconds for forward, backward, clipping and the optimizer step), every
+  ``log_every`` steps; ``step`` counts the updates made, so the row of step s is the batch of
+  the s-th update.
+- ``split`` in the task's ``periodic_splits`` (e.g. ``"valid"``): the task's metrics on that
+  split before training (step 0), every ``eval_every`` steps and after the last step.
+- ``split`` in the task's ``final_splits`` (e.g. ``"test"``): once, after the last step.
+- ``split="probe"``: ``half_life``, ``decay_rate`` (Jacobian norm decay, from
+  ``stability.probes``) and ``sigma_min``, ``sigma_max`` (spectrum of W) on the schedule given by
+  ``probes``.
+
+Generated tasks draw every training batch from one ``torch.Generator`` seeded with ``seed``, and
+evaluate on fixed data (the same for every seed); language-model tasks run through the
+training split's segments in order, epoch after epoch, carrying the hidden state (detached)
+from one segment to the next and resetting it at each epoch; they are evaluated on the whole
+evaluation split(s). With the model built the same way, the same seed gives the same numbers,
+bit for bit, on CPU (``step_time`` aside). A non-finite loss stops training at that step (with a
+warning; its update is not applied); the last evaluations and probes then run on that model.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Callable, Iterator
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from .tasks.base import Task, check_int
+
+OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+#: probes ``train`` can schedule, and the metric rows each one gives
+PROBES = {"half_life": ("half_life", "decay_rate"), "spectrum": ("sigma_min", "sigma_max")}
+#: sequences in the fixed batch the Jacobian probe runs on
+PROBE_BATCH = 8
+#: offset of the probe batch's seed from the training seed
+PROBE_SEED_OFFSET = 7919
+COLUMNS = ["step", "split", "metric", "value"]
+
+Row = tuple[int, str, str, float]
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    params = list(model.parameters())
+    if not params:
+        raise ValueError("the model has no parameters to train")
+    floats = [p for p in params if p.is_floating_point()]
+    return params[0].device, (floats[0].dtype if floats else torch.get_default_dtype())
+
+
+def check_sizes(model: nn.Module, task: Task) -> None:
+    """Refuse a model whose input or output size does not fit the task, saying which are expected."""
+    got_in, got_out = getattr(model, "input_size", None), getattr(model, "output_size", None)
+    if (got_in is not None and got_in != task.input_size) or (got_out is not None and got_out != task.output_size):
+        raise ValueError(f"task {task.name!r} needs a model with input_size={task.input_size} and "
+                         f"output_size={task.output_size}; this model has input_size={got_in}, "
+                         f"output_size={got_out}")
+
+
+def make_optimizer(model: nn.Module, optimizer: str, lr: float, transition_lr: float | None) -> torch.optim.Optimizer:
+    """The optimizer over the model's parameters; the transition's own get ``transition_lr`` if given."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r} is not known; allowed: {', '.join(map(repr, OPTIMIZERS))}")
+    for name, value in (("lr", lr), ("transition_lr", transition_lr)):
+        if value is None and name == "transition_lr":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{name}={value!r} must be a number > 0")
+    transition = getattr(model, "transition", None)
+    own = list(transition.parameters()) if isinstance(transition, nn.Module) else []
+    ids = {id(p) for p in own}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": rest, "lr": float(lr)}]
+    if own:
+        groups.append({"params": own, "lr": float(transition_lr if transition_lr is not None else lr)})
+    groups = [g for g in groups if g["params"]]
+    return OPTIMIZERS[optimizer](groups, lr=float(lr))
+
+
+def _to(x: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+    return x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)
+
+
+def _forward(model: nn.Module, x: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    result = model(x) if h0 is None else model(x, h0)
+    if isinstance(result, tuple):
+        return result[0], result[1]
+    return result, None
+
+
+def evaluate(model: nn.Module, task: Task, split: str, *, batch_size: int = 32,
+             max_batches: int | None = None) -> dict[str, float]:
+    """The task's metrics on ``split``: weighted means over its evaluation batches.
+
+    Language-model tasks run the whole split in ``task.eval_batch_size`` columns with the hidden
+    state carried across segments; other tasks use ``batch_size`` and at most ``max_batches``
+    batches (None: the task's default, e.g. the whole split for a dataset).
+    """
+    device, dtype = model_device_dtype(model)
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    count = 0
+    try:
+        with torch.no_grad():
+            if task.stateful:
+                data = task.batches(split, getattr(task, "eval_batch_size", None) or batch_size)
+            else:
+                data = task.batches(split, batch_size, max_batches)
+            h = None
+            for x, y in data:
+                x, y = _to(x, device, dtype), y.to(device)
+                out, states = _forward(model, x, h)
+                if task.stateful and states is not None:
+                    h = states[-1]
+                weight = task.count(y)
+                for key, value in task.metrics(out, y).items():
+                    totals[key] = totals.get(key, 0.0) + float(value) * weight
+                count += weight
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError(f"task {task.name!r}: split {split!r} gave no evaluation data")
+    return task.finish({k: v / count for k, v in totals.items()})
+
+
+def _check_probes(probes) -> dict[str, int]:
+    if probes is None:
+        return {}
+    if not isinstance(probes, dict):
+        raise TypeError(f"probes must be a dict like {{'half_life': 50, 'spectrum': 50}}, got {probes!r}")
+    out = {}
+    for name, every in probes.items():
+        if name not in PROBES:
+            raise ValueError(f"probe {name!r} is not known; allowed: {', '.join(PROBES)}")
+        out[name] = check_int(f"probes[{name!r}]", every)
+    return out
+
+
+def _values(obj) -> Tensor | None:
+    """Singular values from whatever a spectrum function returns (tensor, array, frame or dict)."""
+    if isinstance(obj, Tensor):
+        return obj.detach().flatten().double()
+    if isinstance(obj, pd.DataFrame):
+        df = obj
+        if "metric" in df.columns and "value" in df.columns:
+            df = df[df["metric"].isin(["singular_value", "sigma"])]
+            return torch.tensor(df["value"].to_numpy(dtype=float)) if len(df) else None
+        for col in ("singular_value", "sigma", "value"):
+            if col in df.columns:
+                return torch.tensor(df[col].to_numpy(dtype=float))
+        return None
+    if isinstance(obj, dict):
+        for key in ("singular_values", "sigma", "values"):
+            if key in obj:
+                return _values(torch.as_tensor(obj[key]))
+        return None
+    try:
+        return torch.as_tensor(obj).flatten().double()
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+def _spectrum_rows(model: nn.Module, step: int) -> list[Row]:
+    result = None
+    try:
+        from . import probes as probe_module  # written alongside; optional here
+
+        fn = getattr(probe_module, "spectrum_summary", None) or getattr(probe_module, "spectrum", None)
+    except ImportError:
+        fn = None
+    if fn is not None:
+        with torch.no_grad():
+            result = fn(model)
+    if isinstance(result, dict) and "sigma_min" in result and "sigma_max" in result:
+        lo, hi = float(result["sigma_min"]), float(result["sigma_max"])
+    else:
+        values = _values(result) if result is not None else None
+        if values is None or values.numel() == 0:
+            transition = getattr(model, "transition", None)
+            if transition is None:
+                raise ValueError("the spectrum probe needs a model with a transition (model.transition)")
+            with torch.no_grad():
+                values = transition.singular_values().detach().double()
+        lo, hi = float(values.min()), float(values.max())
+    return [(step, "probe", "sigma_min", lo), (step, "probe", "sigma_max", hi)]
+
+
+def _half_life_rows(model: nn.Module, x: Tensor, step: int) -> list[Row]:
+    try:
+        from .probes import half_life, jacobian_decay
+    except ImportError as exc:
+        raise ImportError(f"the half_life probe needs stability.probes (jacobian_decay, half_life): {exc}") from None
+    was_training = model.training
+    model.eval()
+    try:
+        summary = half_life(jacobian_decay(model, x))
+    finally:
+        model.train(was_training)
+
+    def num(v) -> float:
+        return float("nan") if v is None else float(v)
+
+    return [(step, "probe", "half_life", num(summary.get("half_life"))),
+            (step, "probe", "decay_rate", num(summary.get("decay_rate")))]
+
+
+def _train_stream(task: Task, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor, bool]]:
+    """(x, y, new_epoch) forever: sampled batches, or a language model's segments epoch after epoch."""
+    if task.stateful:
+        while True:
+            first = True
+            for x, y in task.batches("train", batch_size):
+                yield x, y, first
+                first = False
+    while True:
+        x, y = task.sample(batch_size, generator)
+        yield x, y, False
+
+
+# ---------------------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------------------
+def train(model: nn.Module, task: Task, steps: int, *, batch_size: int = 32, optimizer: str = "rmsprop",
+          lr: float = 1e-3, transition_lr: float | None = None, clip: float | None = None,
+          eval_every: int | None = None, eval_batches: int | None = None, log_every: int = 1,
+          seed: int = 0, probes: dict[str, int] | None = None, progress: bool = True,
+          callback: Callable[[list[Row]], None] | None = None) -> pd.DataFrame:
+    """Train ``model`` on ``task`` for ``steps`` updates; return the metric rows (see the module docstring).
+
+    Args:
+        model: a :class:`~stability.RecurrentNet` (or any module called as ``model(x, h0)`` returning
+            ``(outputs, hidden_states)``) whose sizes fit the task; trained in place on its device.
+        task: a :class:`~stability.tasks.Task` (``stability.tasks.create(name, ...)``).
+        steps: number of optimizer updates (0: evaluate only).
+        batch_size: sequences per training batch (columns of the batchified split for language models).
+        optimizer: ``"rmsprop"``, ``"adam"`` or ``"sgd"`` (PyTorch's defaults otherwise).
+        lr: learning rate; ``transition_lr``: learning rate of ``model.transition``'s parameters
+            (default: ``lr``; about 10× lower is common, protocols.md).
+        clip: clip the gradient's total norm to this value (None or 0: no clipping).
+        eval_every: evaluate the task's periodic splits every this many steps (None or 0: only
+            before and after training).
+        eval_batches: evaluation batches of generated tasks (copy, adding; default 10, the same fixed
+            data at every evaluation); data sets (pixels, PTB) are always evaluated on whole splits.
+        log_every: record the training rows every this many steps.
+        seed: seeds the training data (and the probe batch).
+        probes: ``{"half_life": N, "spectrum": M}``: run those probes every N (M) steps, at step 0
+            and at the end.
+        progress: show a tqdm progress bar.
+        callback: called with each new list of ``(step, split, metric, value)`` rows as they come.
+    """
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a stability.tasks.Task (stability.tasks.create(name, ...)), "
+                        f"got {type(task).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    steps = check_int("steps", steps, minimum=0)
+    batch_size = check_int("batch_size", batch_size)
+    log_every = check_int("log_every", log_every)
+    if eval_every is not None:
+        eval_every = check_int("eval_every", eval_every, minimum=0)
+    if eval_batches is not None:
+        eval_batches = check_int("eval_batches", eval_batches)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip < 0):
+        raise ValueError(f"clip={clip!r} must be a number >= 0 (None or 0: no clipping)")
+    schedule = _check_probes(probes)
+    check_sizes(model, task)
+    device, dtype = model_device_dtype(model)
+    opt = make_optimizer(model, optimizer, lr, transition_lr)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    generator = torch.Generator().manual_seed(seed)
+    probe_x = None
+    if "half_life" in schedule:
+        probe_x, _ = task.sample(PROBE_BATCH, torch.Generator().manual_seed(seed + PROBE_SEED_OFFSET))
+        probe_x = _to(probe_x, device, dtype)
+
+    rows: list[Row] = []
+    pending: list[Row] = []
+
+    def emit(new: list[Row]) -> None:
+        rows.extend(new)
+        pending.extend(new)
+
+    def flush() -> None:
+        if callback is not None and pending:
+            batch = list(pending)
+            pending.clear()
+            callback(batch)
+        else:
+            pending.clear()
+
+    def run_evals(step: int, splits) -> None:
+        for split in splits:
+            limit = eval_batches if task.generated else None  # data sets: always the whole split
+            result = evaluate(model, task, split, batch_size=batch_size, max_batches=limit)
+            emit([(step, split, k, float(v)) for k, v in result.items()])
+
+    def finite(module: nn.Module) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+    def run_probes(step: int, final: bool = False) -> None:
+        for name, every in schedule.items():
+            if step % every == 0 or final:
+                measured = getattr(model, "transition", model) if name == "spectrum" else model
+                if not finite(measured):  # a diverged model: nothing to measure, and probes would raise
+                    emit([(step, "probe", metric, math.nan) for metric in PROBES[name]])
+                elif name == "half_life":
+                    emit(_half_life_rows(model, probe_x, step))
+                else:
+                    emit(_spectrum_rows(model, step))
+
+    def due(step: int, every: int | None) -> bool:
+        return bool(every) and step % every == 0
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, disable=not progress, desc=f"train {task.name}", unit="step", leave=False)
+    model.train()
+    run_evals(0, task.periodic_splits)
+    run_probes(0)
+    flush()
+    stream = _train_stream(task, batch_size, generator)
+    h = None
+    done = 0
+    try:
+        for step in range(1, steps + 1):
+            x, y, new_epoch = next(stream)
+            if new_epoch:
+                h = None
+            x, y = _to(x, device, dtype), y.to(device)
+            start = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            out, states = _forward(model, x, h)
+            loss = task.loss(out, y)
+            loss.backward()
+            value = loss.item()
+            done = step
+            if not math.isfinite(value):  # stop, and leave the model as it was before this step
+                emit([(step, "train", "loss", value)])
+                warnings.warn(f"training {task.name!r} stopped at step {step}: the loss is {value}; "
+                              f"that step's update was not applied")
+                break
+            if clip:
+                torch.nn.utils.clip_grad_norm_(params, float(clip))
+            opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed = time.perf_counter() - start
+            if task.stateful and states is not None:
+                h = states[-1].detach()
+            if step % log_every == 0 or step == steps:
+                metrics = task.metrics(out.detach(), y)
+                emit([(step, "train", "loss", value)] + [(step, "train", k, float(v)) for k, v in metrics.items()]
+                     + [(step, "train", "step_time", elapsed)])
+                bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+            bar.update(1)
+            evaluated = False
+            if due(step, eval_every) and step != steps:
+                run_evals(step, task.periodic_splits)
+                evaluated = True
+            if step != steps and any(due(step, every) for every in schedule.values()):
+                run_probes(step)
+                evaluated = True
+            if evaluated or len(pending) >= 256:
+                flush()
+    finally:
+        bar.close()
+    run_evals(done, (task.periodic_splits if done else ()) + task.final_splits)
+    if done:
+        run_probes(done, final=True)
+    flush()
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame.astype({"step": "int64", "split": "str", "metric": "str", "value": "float64"})
