@@ -337,13 +337,15 @@ class Table:
             if col.until:
                 if a.n == 0:
                     continue
+                if a.n_reached == 0:
+                    continue  # "not reached" is never the best
                 frac = a.n_reached / a.n
                 scored[r.config_key] = (-frac, a.mean if a.n_reached else math.inf)
                 continue
             if not a.present or math.isnan(a.mean):
                 continue
             scored[r.config_key] = (_badness(col.better, a.mean),)
-        if len(scored) < 2:
+        if len(scored) < (1 if col.until else 2):
             return set()
         best = min(scored.values())
         return {k for k, v in scored.items() if _close(v, best)}
