@@ -15,6 +15,12 @@ Figures (each one a ratio measured inside a round, then the median over the roun
     (dense, same sizes, same readout): the ratio of step times, and the share of the step spent
     building W (``transition.matrix()`` forward + backward, timed in the same round). Targets:
     spectral <= 1.0× the ``torch.nn.RNN`` step, and W build < 3 % of its step.
+(c) The full Jacobian decay curve (:func:`~stability.probes.jacobian_decay`, default method,
+    every gap g = 0..T−1) of a dense tanh :class:`~stability.model.RecurrentNet` at n = 128,
+    T = 1000, batch 8 against one forward + backward pass of the same model on the same input:
+    target <= 3×.
+
+``--groups`` picks the figures to measure (default: all three).
 
 Every round runs all cases once, in a freshly shuffled order; a case that takes less than
 ``--min-time`` is called several times in a row and its time divided. Ratios are formed
@@ -69,10 +75,12 @@ class Sizes:
     hidden: int = 128         # (b) n
     steps: int = 1000         # (b) T
     batch: int = 64           # (b) B
+    probe_batch: int = 8      # (c) B; n and T as in (b)
 
 
 FULL = Sizes()
-QUICK = Sizes(reflect_n=24, lapack_n=32, hidden=16, steps=20, batch=4)
+QUICK = Sizes(reflect_n=24, lapack_n=32, hidden=16, steps=20, batch=4, probe_batch=2)
+GROUPS = ("a", "b", "c")
 
 
 # ----------------------------------------------------------------------------- cases
@@ -221,6 +229,27 @@ def training_cases(sizes: Sizes, device: torch.device, names: list[str]) -> list
     return cases
 
 
+def probe_cases(sizes: Sizes, device: torch.device) -> list[Case]:
+    """Cases of figure (c): the whole Jacobian decay curve, and one forward + backward pass."""
+    from .model import RecurrentNet
+    from .probes import jacobian_decay
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(sizes.steps, sizes.probe_batch, INPUT_SIZE, generator=gen).to(device)
+    torch.manual_seed(5)
+    model = RecurrentNet(INPUT_SIZE, sizes.hidden, OUTPUT_SIZE, transition="dense").to(device)
+
+    def forward_backward():
+        model.zero_grad(set_to_none=True)
+        out, _ = model(x)
+        out.sum().backward()
+
+    def decay_curve():
+        jacobian_decay(model, x)
+
+    return [Case("probe_forward_backward", forward_backward), Case("probe_jacobian_decay", decay_curve)]
+
+
 # ----------------------------------------------------------------------------- running
 def calibrate(cases: list[Case], device: torch.device, min_time: float, warmup: int) -> None:
     """Warm every case up, then choose its calls per measurement (>= min_time seconds)."""
@@ -275,10 +304,24 @@ def figure(group: str, label: str, case: Case, baseline: Case, target: str | Non
 
 
 def build_figures(cases: dict[str, Case], sizes: Sizes, names: list[str], device: torch.device,
-                  quick: bool) -> list[dict]:
+                  quick: bool, groups: tuple[str, ...] = GROUPS) -> list[dict]:
     full = not quick
+    out = []
+    if "a" in groups:
+        out += _reflector_figures(cases, sizes, device, full)
+    if "b" in groups:
+        out += _training_figures(cases, sizes, names, device, full)
+    if "c" in groups:
+        out.append(figure("c", "Jacobian decay curve (all gaps) / one forward + backward pass",
+                          cases["probe_jacobian_decay"], cases["probe_forward_backward"], "<= 3",
+                          lambda r: r <= 3, f"n={sizes.hidden}, T={sizes.steps}, batch={sizes.probe_batch}, dense tanh",
+                          device, full))
+    return out
+
+
+def _reflector_figures(cases, sizes, device, full) -> list[dict]:
     n, m = sizes.reflect_n, sizes.lapack_n
-    out = [
+    return [
         figure("a", f"sequential definition / compact WY (k = n = {n}, fwd+bwd): speed-up",
                cases[f"sequential_{n}"], cases[f"wy_{n}"], ">= 20", lambda r: r >= 20,
                f"n=k={n}", device, full),
@@ -289,6 +332,10 @@ def build_figures(cases: dict[str, Case], sizes: Sizes, names: list[str], device
                cases[f"torch_householder_product_{m}"], cases[f"wy_{m}"], ">= 8", lambda r: r >= 8,
                f"n=k={m}", device, full),
     ]
+
+
+def _training_figures(cases, sizes, names, device, full) -> list[dict]:
+    out = []
     size_text = f"n={sizes.hidden}, T={sizes.steps}, batch={sizes.batch}"
     rnn = cases["step_torch.nn.RNN"]
     for name in names:
@@ -442,6 +489,9 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated transitions for figure (b) (default: every built-in)")
     p.add_argument("--min-time", type=float, default=None,
                    help="shortest measurement in seconds; faster cases are repeated (default 0.05; 0.002 with --quick)")
+    p.add_argument("--groups", default=",".join(GROUPS),
+                   help="comma-separated figure groups: a (reflector products), b (training step "
+                        "per transition), c (Jacobian decay curve vs forward + backward); default all")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
     p.add_argument("--allocator", choices=["pin", "inherit"], default="pin",
                    help="pin: re-run in a child process with MALLOC_MMAP_MAX_=0 and a large "
@@ -479,6 +529,10 @@ def main(argv: list[str] | None = None) -> int:
         if unknown or not names:
             cli.error(f"--transitions: unknown {', '.join(unknown) or '(none given)'}; "
                       f"available: {', '.join(_all_names())}")
+    groups = tuple(g.strip() for g in args.groups.split(",") if g.strip())
+    bad = [g for g in groups if g not in GROUPS]
+    if bad or not groups:
+        cli.error(f"--groups: unknown {', '.join(bad) or '(none given)'}; allowed: {', '.join(GROUPS)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         cli.error("--device cuda: CUDA is not available here")
 
@@ -507,10 +561,12 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     log(f"stability bench: {device} ({device_name(device)}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, allocator pinned: {allocator_state()['pinned']}")
-    cases = reflector_cases(sizes, device, checks) + training_cases(sizes, device, names)
+    cases = ((reflector_cases(sizes, device, checks) if "a" in groups else [])
+             + (training_cases(sizes, device, names) if "b" in groups else [])
+             + (probe_cases(sizes, device) if "c" in groups else []))
     calibrate(cases, device, args.min_time, warmup=1 if args.quick else 2)
     rows = run_rounds(cases, device, args.rounds, args.seed, log)
-    figures = build_figures({c.name: c for c in cases}, sizes, names, device, args.quick)
+    figures = build_figures({c.name: c for c in cases}, sizes, names, device, args.quick, groups)
     env = environment(device, args)
     paths = write_outputs(Path(args.out), env, figures, rows, checks)
     print(paths["md"].read_text(), end="")

@@ -15,6 +15,7 @@ non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,7 @@ def cmd_run(args) -> int:
     from . import suite as S
     from .store import Store
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise CLIError(f"--workers {args.workers}: must be >= 1")
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads {args.threads}: must be >= 1")
@@ -64,6 +65,8 @@ def cmd_run(args) -> int:
         raise CLIError("--scheduler needs --executor dask")
     suite = S.load_suite(args.suite, device=args.device, ptb_dir=args.ptb_dir, mnist_dir=args.mnist_dir,
                          only=args.only)
+    if args.workers is None:  # the suite's own default, never more than the cores here
+        args.workers = min(suite.workers or 1, os.cpu_count() or 1)
     store_path = Path(args.store) if args.store else Path("runs") / f"{suite.name}.sqlite"
     out_dir = Path(args.out) if args.out else Path("reports") / suite.name
     device = suite.runs[0].config["device"] if suite.runs else (args.device or "auto")
@@ -123,7 +126,7 @@ def cmd_run(args) -> int:
         say(f"  failed: {label}: {S._last_line(error)}")
     status = EXIT_OK if summary.ok else EXIT_FAILED_RUNS
     if summary.failed:
-        say(f"the errors are kept in the store (runs.error); rerunning retries the failed runs")
+        say("the errors are kept in the store (runs.error); rerunning retries the failed runs")
     if args.report:
         status = max(status, _write_report(store_path, out_dir, suite.name, say))
     return status
@@ -358,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("suite", nargs="?", default=None, metavar="SUITE")
     r.add_argument("--store", metavar="PATH", help="results store (default: runs/<suite>.sqlite)")
     r.add_argument("--device", help="cpu, cuda or cuda:N (default: the suite's, auto: cuda if available)")
-    r.add_argument("--workers", type=int, default=1, metavar="N", help="parallel runs (default 1)")
+    r.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="parallel runs (default: the suite's `workers`, at most the cores; else 1)")
     r.add_argument("--ptb-dir", metavar="DIR",
                    help="PTB data directory (default: $STABILITY_PTB_DIR; PTB runs are skipped without one)")
     r.add_argument("--mnist-dir", metavar="DIR",

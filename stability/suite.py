@@ -14,6 +14,7 @@ what a store already holds. The spec, in brief::
     hidden_size = 64              # default for every experiment (a list is a grid axis)
     nonlinearity = "tanh"
     threads = 1                   # torch threads per run (not part of the config; --threads wins)
+    workers = 2                   # parallel runs when --workers is not given (at most the cores)
     train = { lr = 1e-3 }         # defaults for every task's training options (stability.train.train)
 
     [[transition]]
@@ -109,7 +110,7 @@ def data_needed(task: str, options: dict) -> str | None:
 UNHASHED = ("paper", "definition")
 
 SUITE_KEYS = ("name", "description", "seeds", "device", "dtype", "hidden_size", "nonlinearity",
-              "threads", "train", "transition", "experiment")
+              "threads", "workers", "train", "transition", "experiment")
 TRANSITION_KEYS = ("name", "label", "options")
 EXPERIMENT_KEYS = ("probe", "task", "options", "train", "hidden_size", "match", "budget", "seeds",
                    "nonlinearity", "transitions", "paper", "measure", "measure_batch")
@@ -157,6 +158,7 @@ class Suite:
     runs: list[Run]
     notes: list[str] = field(default_factory=list)  # runs skipped, and why
     threads: int | None = None  # torch threads per run (None: cores / workers)
+    workers: int | None = None  # parallel runs when the caller does not say (None: 1)
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -172,7 +174,7 @@ class Suite:
                        for p in pats)
 
         return Suite(self.name, self.origin, self.description, [r for r in self.runs if hit(r.label)],
-                     list(self.notes), self.threads)
+                     list(self.notes), self.threads, self.workers)
 
 
 @dataclass
@@ -490,6 +492,9 @@ def parse_suite(text: str, origin: str = "<suite>") -> dict:
     threads = spec.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise SuiteError(f"{origin}: threads = {threads!r} must be a positive integer (torch threads per run)")
+    workers = spec.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise SuiteError(f"{origin}: workers = {workers!r} must be a positive integer (parallel runs)")
     if not isinstance(spec.get("description", ""), str):
         raise SuiteError(f"{origin}: description must be a string")
     return spec
@@ -695,7 +700,8 @@ def load_suite(suite: str | os.PathLike | None = None, *, text: str | None = Non
                 raise SuiteError(f"{key.upper()} directory {str(path)!r} does not exist (from {flag} or ${env})")
             dirs[key] = str(path)
     runs, notes = _expand(spec, origin, dev, dirs)
-    s = Suite(spec["name"], origin, spec.get("description", ""), runs, notes, spec.get("threads"))
+    s = Suite(spec["name"], origin, spec.get("description", ""), runs, notes, spec.get("threads"),
+              spec.get("workers"))
     return s.select(only)
 
 

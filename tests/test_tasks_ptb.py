@@ -199,3 +199,14 @@ def test_real_files(ptb_dir):
     char = create("ptb_char", data_dir=ptb_dir, train_split="valid")
     assert char.definition()["eval_splits"] == ["test"] and 40 < char.output_size < 60
     assert char.vocab.keys() >= set("abcdefghijklmnopqrstuvwxyz_") | {"<eos>"}
+
+
+def test_a_diverged_model_has_infinite_perplexity_not_an_error(corpus):
+    # an IRNN on PTB can reach a finite cross-entropy above log(float max) ~ 709.8
+    word = create("ptb", data_dir=corpus)
+    V = word.output_size
+    logits = torch.zeros(2, 1, V)
+    logits[..., 0] = 2000.0
+    m = word.metrics(logits, torch.full((2, 1), 1))
+    assert m["ce"] == pytest.approx(2000.0) and m["perplexity"] == math.inf
+    assert word.finish({"ce": 700.0})["perplexity"] == pytest.approx(math.exp(700.0))

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .data import (Collection, RunData, baseline_of, common_settings, config_key, flatten, fmt_value, paper_of,
+from .data import (Collection, RunData, baseline_of, common_settings, flatten, fmt_value, paper_of,
                    _natural, regime_of, regime_text, settings_labels, short_names, transition_sort_key)
 
 #: how "better" reads in a column header

@@ -30,6 +30,8 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from ..transitions.base import check_choice, check_size as check_int  # noqa: F401 (re-exported to the tasks)
+
 _REGISTRY: dict[str, type["Task"]] = {}
 
 #: the seed of the fixed evaluation data of generated (synthetic) tasks, per split
@@ -95,21 +97,6 @@ class Task:
 # ---------------------------------------------------------------------------------------
 # validation helpers
 # ---------------------------------------------------------------------------------------
-def check_int(name: str, value, minimum: int = 1) -> int:
-    """An integer option, >= ``minimum``; a TypeError/ValueError naming it otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name}={value} is out of range; allowed: >= {minimum}")
-    return value
-
-
-def check_choice(name: str, value, choices) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}={value!r} is not known; allowed: {', '.join(map(repr, choices))}")
-    return value
-
-
 def check_batch(batch_size) -> int:
     return check_int("batch_size", batch_size)
 

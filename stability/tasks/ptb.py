@@ -25,6 +25,7 @@ import hashlib
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -98,6 +99,9 @@ def batchify(ids: Tensor, batch_size: int) -> Tensor:
     """(rows, B): the token stream cut into B contiguous columns; the leftover tail is dropped."""
     rows = ids.numel() // batch_size
     return ids[:rows * batch_size].view(batch_size, rows).t().contiguous()
+
+
+_LOG_FLOAT_MAX = math.log(sys.float_info.max)
 
 
 class LanguageModelTask(Task):
@@ -218,7 +222,8 @@ class LanguageModelTask(Task):
         ce = means["ce"]
         if self.level == "char":
             return {"ce": ce, "bpc": ce / math.log(2.0)}
-        return {"ce": ce, "perplexity": math.exp(ce)}
+        # a diverged model has a finite cross-entropy whose exponential overflows: report inf
+        return {"ce": ce, "perplexity": math.exp(ce) if ce < _LOG_FLOAT_MAX else math.inf}
 
     def definition(self) -> dict:
         d = {"task": self.name, "level": self.level, "bptt": self.bptt, "train_split": self.train_split,
