@@ -56,6 +56,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .store import device_name, git_commit
+
 DEFAULT_OUT = os.path.join("reports", "bench")
 DEFAULT_ROUNDS = 15
 ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 36)}
@@ -373,29 +375,6 @@ def allocator_state() -> dict:
     return {"pinned": pinned, "how": how, **values}
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def environment(device: torch.device, args) -> dict:
     env = {
         "device": str(device),
@@ -409,7 +388,7 @@ def environment(device: torch.device, args) -> dict:
         "quick": args.quick,
         "seed": args.seed,
         "min_time_s": args.min_time,
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
     }

@@ -70,13 +70,29 @@ def environment(device: str | None = None) -> dict:
         "platform": platform.platform(),
         "threads": torch.get_num_threads(),
         "device": device or "cpu",
-        "device_name": platform.processor() or platform.machine(),
+        "device_name": device_name(device or "cpu"),
         "git_commit": git_commit(),
     }
-    if device and device.startswith("cuda") and torch.cuda.is_available():
-        env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    if env["device"].startswith("cuda") and torch.cuda.is_available():
         env["tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
     return env
+
+
+def device_name(device) -> str:
+    """The GPU's name for a CUDA device; the CPU's model name (from /proc/cpuinfo) otherwise."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
