@@ -489,12 +489,10 @@ def parse_suite(text: str, origin: str = "<suite>") -> dict:
     dev = spec.get("device", "auto")
     if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
         raise SuiteError(f"{origin}: device = {dev!r}; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'")
-    threads = spec.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise SuiteError(f"{origin}: threads = {threads!r} must be a positive integer (torch threads per run)")
-    workers = spec.get("workers")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise SuiteError(f"{origin}: workers = {workers!r} must be a positive integer (parallel runs)")
+    for key, what in (("threads", "torch threads per run"), ("workers", "parallel runs")):
+        value = spec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise SuiteError(f"{origin}: {key} = {value!r} must be a positive integer ({what})")
     if not isinstance(spec.get("description", ""), str):
         raise SuiteError(f"{origin}: description must be a string")
     return spec

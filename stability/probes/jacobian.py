@@ -327,6 +327,17 @@ def _safe_range(dtype) -> tuple[float, float]:
     return info.tiny ** 0.4, info.max ** 0.4
 
 
+def _orthonormal_rows(rows: Tensor) -> Tensor:
+    """Orthonormal rows (B, m, n) spanning the rows of ``rows`` (a batched QR of their transpose)."""
+    return torch.linalg.qr(rows.transpose(1, 2)).Q.transpose(1, 2).contiguous()
+
+
+def _random_rows(batch: int, n: int, m: int, gen: torch.Generator, w: Tensor) -> Tensor:
+    """m random orthonormal rows per sample (B, m, n), drawn in float64, in W's dtype and device."""
+    q = torch.randn(batch, n, m, generator=gen, dtype=torch.float64, device=w.device)
+    return _orthonormal_rows(q.transpose(1, 2)).to(w.dtype)
+
+
 def _forward_frame(w: Tensor, deriv: Tensor, length: int, m: int, gen: torch.Generator) -> Tensor:
     """Orthonormal (B, n, m) basis of span(J_{T−1} ··· J_{T−length} Q₀), Q₀ random (float64).
 
@@ -337,8 +348,7 @@ def _forward_frame(w: Tensor, deriv: Tensor, length: int, m: int, gen: torch.Gen
     """
     steps, batch, n = deriv.shape
     lo, hi = _safe_range(w.dtype)
-    q0 = torch.randn(batch, n, m, generator=gen, dtype=torch.float64, device=w.device)
-    q = torch.linalg.qr(q0).Q.transpose(1, 2).to(w.dtype).contiguous()
+    q = _random_rows(batch, n, m, gen, w)
     wt, buf = w.t(), torch.empty_like(q)
     d = deriv.unsqueeze(2).unbind(0)  # (B, 1, n) per step
     t = steps - length
@@ -351,14 +361,13 @@ def _forward_frame(w: Tensor, deriv: Tensor, length: int, m: int, gen: torch.Gen
                 torch.mm(q.view(batch * m, n), wt, out=buf.view(batch * m, n))
                 torch.mul(buf, d[s], out=q)
                 if every == 1 and s < end - 1:
-                    q = torch.linalg.qr(q.transpose(1, 2)).Q.transpose(1, 2).contiguous()
+                    q = _orthonormal_rows(q)
             top = torch.linalg.vector_norm(q, dim=2).amax(1)
             if bool(((top >= lo) & (top <= hi)).all()):
                 break
-        q = torch.linalg.qr(q.transpose(1, 2)).Q.transpose(1, 2).contiguous()
+        q = _orthonormal_rows(q)
         if not bool(torch.isfinite(q).all()):  # a product that over- or underflowed even step by step
-            q = torch.linalg.qr(torch.randn(batch, n, m, generator=gen, dtype=torch.float64,
-                                            device=w.device)).Q.transpose(1, 2).to(w.dtype).contiguous()
+            q = _random_rows(batch, n, m, gen, w)
         t = end
     return q.transpose(1, 2).to(torch.float64)
 
