@@ -42,6 +42,15 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m"
 
 
+def _device(device: str | None) -> str:
+    from .environment import resolve_device
+
+    try:
+        return resolve_device(device)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def _short(path: str) -> str:
     """A path relative to the working directory where it lies below it."""
     try:
@@ -54,7 +63,7 @@ def _short(path: str) -> str:
 # stability run
 # ---------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
-    from . import suite as S
+    from .runner import dask_executor, last_line, load_suite, run_suite
     from .store import Store
 
     if args.workers is not None and args.workers < 1:
@@ -63,23 +72,31 @@ def cmd_run(args) -> int:
         raise CLIError(f"--threads {args.threads}: must be >= 1")
     if args.scheduler and args.executor != "dask":
         raise CLIError("--scheduler needs --executor dask")
-    suite = S.load_suite(args.suite, device=args.device, ptb_dir=args.ptb_dir, mnist_dir=args.mnist_dir,
-                         only=args.only)
+    cores = os.cpu_count() or 1
+    everything = load_suite(args.suite, device=args.device, ptb_dir=args.ptb_dir, mnist_dir=args.mnist_dir)
+    suite = everything.select(args.only)
     if args.workers is None:  # the suite's own default, never more than the cores here
-        args.workers = min(suite.workers or 1, os.cpu_count() or 1)
+        args.workers = min(suite.workers or 1, cores)
     store_path = Path(args.store) if args.store else Path("runs") / f"{suite.name}.sqlite"
-    out_dir = Path(args.out) if args.out else Path("reports") / suite.name
-    device = suite.runs[0].config["device"] if suite.runs else (args.device or "auto")
+    out_dir = Path(args.out) if args.out else Path("runs") / f"{suite.name}-report"
+    device = suite.runs[0].config.device if suite.runs else _device(args.device)
     say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, flush=True))
     where = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
     if args.executor == "dask":
         where = f"dask ({args.scheduler or f'local cluster, {args.workers} workers'})"
     say(f"suite {suite.name} ({_short(suite.origin)}): {len(suite.runs)} runs on {device}, {where}; "
         f"store {store_path}")
+    if args.executor == "local" and args.workers > cores:
+        print(f"stability: warning: --workers {args.workers} is more than the {cores} cores here; "
+              "runs will compete for them (and their timings with them)", file=sys.stderr)
     for note in suite.notes:
         say(f"note: {note}")
     if args.only:
         say(f"only runs matching {args.only!r}")
+        if not suite.runs:
+            sample = "; ".join(r.label for r in everything.runs[:3])
+            raise CLIError(f"--only {args.only!r} matched none of the {len(everything.runs)} runs of suite "
+                           f"{suite.name} (labels look like: {sample}; list them all with --dry-run)")
     if args.dry_run:
         for run in suite.runs:
             print(f"{run.id}  {run.label}")
@@ -88,6 +105,43 @@ def cmd_run(args) -> int:
         say("nothing to run")
         return EXIT_OK
     store = Store(store_path)
+    _say_resume(store, store_path, suite, args, say)
+    executor, close = None, None
+    if args.executor == "dask":
+        executor, close = dask_executor(args.scheduler, args.workers)
+    t0 = time.perf_counter()
+    try:
+        summary = run_suite(suite, store, workers=args.workers, executor=executor, force=args.force,
+                            progress=not args.quiet, threads=args.threads)
+    except KeyboardInterrupt:
+        _err(f"interrupted after {_duration(time.perf_counter() - t0)}; finished runs are kept in "
+             f"{store_path}: run the same command again to resume")
+        return EXIT_INTERRUPTED
+    finally:
+        if close is not None:
+            close()
+    print(f"done: {summary.finished} finished, {summary.failed} failed, {summary.skipped} already there, "
+          f"in {_duration(summary.wall_time)}; store {store_path}", flush=True)
+    for label, error in summary.failures:
+        print(f"  failed: {label}: {last_line(error)}", flush=True)
+    status = EXIT_OK if summary.ok else EXIT_FAILED_RUNS
+    if summary.failed:
+        say("the errors are kept in the store (runs.error); rerunning retries the failed runs")
+    if args.report:
+        from .report import write_report
+
+        try:
+            index = write_report(store_path, out_dir, suite=suite.name)
+        except Exception as exc:  # the results are safe in the store; say what went wrong
+            _err(f"the report could not be written ({type(exc).__name__}: {exc}); the results are in "
+                 f"{store_path}: try `stability report {store_path}`")
+            return max(status, EXIT_FAILED_RUNS)
+        print(f"report: {index}", flush=True)
+    return status
+
+
+def _say_resume(store, store_path: Path, suite, args, say) -> None:
+    """What a rerun will skip, retry, and leave alone in the store."""
     ids = {r.id for r in suite.runs}
     stored = store.runs(suite=suite.name)
     stored_status = dict(zip(stored.id, stored.status))
@@ -106,48 +160,6 @@ def cmd_run(args) -> int:
         if gone:
             say(f"note: {len(gone)} run(s) of suite {suite.name} in {store_path} are not in the suite as it "
                 "is now (kept in the store)")
-    executor, close = None, None
-    if args.executor == "dask":
-        executor, close = S.dask_executor(args.scheduler, args.workers)
-    t0 = time.perf_counter()
-    try:
-        summary = S.run_suite(suite, store, workers=args.workers, executor=executor, force=args.force,
-                              progress=not args.quiet, threads=args.threads)
-    except KeyboardInterrupt:
-        _err(f"interrupted after {_duration(time.perf_counter() - t0)}; finished runs are kept in "
-             f"{store_path}: run the same command again to resume")
-        return EXIT_INTERRUPTED
-    finally:
-        if close is not None:
-            close()
-    say(f"done: {summary.finished} finished, {summary.failed} failed, {summary.skipped} already there, "
-        f"in {_duration(summary.wall_time)}; store {store_path}")
-    for label, error in summary.failures:
-        say(f"  failed: {label}: {S._last_line(error)}")
-    status = EXIT_OK if summary.ok else EXIT_FAILED_RUNS
-    if summary.failed:
-        say("the errors are kept in the store (runs.error); rerunning retries the failed runs")
-    if args.report:
-        status = max(status, _write_report(store_path, out_dir, suite.name, say))
-    return status
-
-
-def _write_report(store_path: Path, out_dir: Path, suite: str, say) -> int:
-    import importlib
-
-    try:
-        write_report = importlib.import_module("stability.report").write_report
-    except (ImportError, AttributeError) as exc:
-        say(f"report: skipped (stability.report is not available: {exc})")
-        return EXIT_OK
-    try:
-        index = write_report(store_path, out_dir, suite=suite)
-    except Exception as exc:  # the results are safe in the store; say what went wrong
-        _err(f"the report could not be written ({type(exc).__name__}: {exc}); the results are in "
-             f"{store_path}: try `stability report {store_path}`")
-        return EXIT_FAILED_RUNS
-    say(f"report: {index}")
-    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------
@@ -157,68 +169,33 @@ def _fmt_defaults(defaults: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in defaults.items()) or "(no options)"
 
 
-def _task_options(tasks, name: str) -> str:
-    import inspect
-
-    for attr in ("option_defaults",):
-        fn = getattr(tasks, attr, None)
-        if callable(fn):
-            try:
-                return _fmt_defaults(fn(name))
-            except Exception:
-                pass
-    getter = getattr(tasks, "get", None)
-    if callable(getter):
-        try:
-            cls = getter(name)
-            params = inspect.signature(cls).parameters
-            return _fmt_defaults({k: p.default for k, p in params.items()
-                                  if p.default is not p.empty and k not in ("generator", "device")})
-        except Exception:
-            pass
-    return ""
+def _listing(title: str, entries: dict[str, str]) -> None:
+    print(title)
+    width = max(map(len, entries), default=0) + 2
+    for name, text in entries.items():
+        print(f"  {name:<{width}}{text}")
 
 
 def cmd_list(args) -> int:
-    from . import suite as S
-    from . import transitions
+    from . import probes, tasks, transitions
+    from .runner import shipped_suites, suite_description
 
-    print("transitions (option=default):")
-    names = transitions.available()
-    width = max(map(len, names)) + 2
-    for name in names:
-        print(f"  {name:<{width}}{_fmt_defaults(transitions.option_defaults(name))}")
-    print("\ntasks:")
-    try:
-        from . import tasks
-        tnames = list(tasks.available())
-    except (ImportError, AttributeError) as exc:
-        tnames, tasks = [], None
-        print(f"  (not available: {exc})")
-    if tnames:
-        width = max(map(len, tnames)) + 2
-        for name in tnames:
-            print(f"  {name:<{width}}{_task_options(tasks, name)}")
-    print("\nprobes (suite experiments: probe = NAME; task runs measure them at init and final):")
-    aliases = {v: k for k, v in S.PROBE_ALIASES.items()}
-    names = [n for n in S._available_probes() if n not in S.PROBE_ALIASES]
-    width = max(map(len, names)) + 2
-    for name in names:
-        extra = S._probe_kwargs(name)
-        opts = ", ".join(f"{k}={v!r}" for k, v in {**S._input_options(name), **extra}.items())
+    _listing("transitions (option=default):",
+             {n: _fmt_defaults(transitions.option_defaults(n)) for n in transitions.available()})
+    print()
+    _listing("tasks:", {n: _fmt_defaults({k: v for k, v in tasks.option_defaults(n).items() if k != "data_dir"})
+                        for n in tasks.available()})
+    print()
+    aliases = {v: k for k, v in probes.PROBES.aliases.items()}
+    entries = {}
+    for name in probes.available():
+        p = probes.get_probe(name)
         alias = f" (or {aliases[name]})" if name in aliases else ""
-        print(f"  {name:<{width}}{opts}{alias}")
-    print("\nsuites (stability run NAME):")
-    shipped = S.shipped_suites()
-    width = max(map(len, shipped)) + 2
-    for name, where in shipped.items():
-        desc = ""
-        try:
-            text, _ = S.suite_source(name)
-            desc = (S.tomllib.loads(text).get("description") or "").strip().splitlines()[0]
-        except Exception:
-            pass
-        print(f"  {name:<{width}}{desc}  [{where}]")
+        entries[name] = _fmt_defaults({**p.input_options(), **p.options()}) + alias
+    _listing("probes (suite experiments: probe = NAME; task runs measure them at init and final):", entries)
+    print()
+    _listing("suites (stability run NAME):",
+             {n: f"{suite_description(n)}  [{_short(w)}]" for n, w in shipped_suites().items()})
     return EXIT_OK
 
 
@@ -240,12 +217,8 @@ def _literal(text: str):
     return text
 
 
-def _transition_options(name: str, extra: list[str]) -> dict:
-    from . import transitions
-    from .suite import _coerce_like
-
-    allowed = transitions.option_names(name)
-    defaults = transitions.option_defaults(name)
+def _extra_options(extra: list[str]) -> dict:
+    """``--key value`` / ``--key=value`` pairs (keys with - read as _)."""
     opts: dict = {}
     i = 0
     while i < len(extra):
@@ -253,67 +226,80 @@ def _transition_options(name: str, extra: list[str]) -> dict:
         if not tok.startswith("--"):
             raise CLIError(f"unexpected argument {tok!r}")
         key, eq, value = tok[2:].partition("=")
-        key = key.replace("-", "_")
         if not eq:
             if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
                 raise CLIError(f"--{key} needs a value")
             value = extra[i + 1]
             i += 1
         i += 1
-        if key not in allowed:
-            raise CLIError(f"unknown option --{key} for transition {name!r}; its options: "
-                           f"{', '.join('--' + a for a in allowed) or '(none)'}")
-        opts[key] = _coerce_like(_literal(value), defaults.get(key))
+        opts[key.replace("-", "_")] = _literal(value)
     return opts
 
 
 PROBE_GAPS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+PROBE_FLAGS = ("--transition", "--hidden", "--T", "--batch", "--input-size", "--input-scale", "--nonlinearity",
+               "--seed", "--device", "--dtype", "--threads")
 
 
 def cmd_probe(args, extra: list[str]) -> int:
-    import pandas as pd
+    from . import probes, transitions
+    from .checks import did_you_mean
+    from .config import RunConfig
+    from .runner import Resolver, coerce_like, execute_run, last_line
 
-    from . import suite as S
-    from . import transitions
-
-    if args.transition not in transitions.available():
-        raise CLIError(f"unknown transition {args.transition!r}; available: {', '.join(transitions.available())}")
-    topts = _transition_options(args.transition, extra)
-    device = S.resolve_device(args.device)
+    names = transitions.available()
+    if args.transition not in names:
+        raise CLIError(f"unknown transition {args.transition!r}{did_you_mean(args.transition, names)}; "
+                       f"available: {', '.join(names)}")
+    probe = probes.get_probe(args.probe)
+    t_allowed, p_allowed = transitions.option_names(args.transition), probe.options()
+    topts, popts = {}, {}
+    for key, value in _extra_options(extra).items():
+        if key in t_allowed:
+            topts[key] = coerce_like(value, transitions.option_defaults(args.transition).get(key))
+        elif key in p_allowed:
+            popts[key] = coerce_like(value, p_allowed[key])
+        else:
+            known = PROBE_FLAGS + tuple("--" + k for k in t_allowed) + tuple("--" + k for k in p_allowed)
+            raise CLIError(f"unknown option --{key}{did_you_mean('--' + key, known)}; options of transition "
+                           f"{args.transition!r}: {', '.join('--' + a for a in t_allowed) or '(none)'}; of probe "
+                           f"{probe.name!r}: {', '.join('--' + a for a in p_allowed) or '(none)'}; and "
+                           f"{', '.join(PROBE_FLAGS)}")
+    for flag, value in (("--threads", args.threads), ("--hidden", args.hidden)):
+        if value is not None and value < 1:
+            raise CLIError(f"{flag} {value}: must be >= 1")
+    device = _device(args.device)
     given = {"T": args.T, "batch": args.batch, "input_size": args.input_size, "input_scale": args.input_scale}
-    probe_opts = {k: given[k] for k in S._input_options(args.probe)}
-    for k, v in probe_opts.items():
-        if isinstance(v, (int, float)) and v < (0 if k == "input_scale" else 1):
-            raise CLIError(f"--{k} {v}: must be {'>= 0' if k == 'input_scale' else '>= 1'}")
-    res = S._Resolver("stability probe")
-    try:
-        resolved = res.transition(args.transition, topts, args.hidden, "--transition")
-    except S.SuiteError as exc:
-        raise CLIError(str(exc).replace("stability probe: --transition: ", "")) from None
-    config = {"suite": "", "kind": "probe", "name": args.probe, "transition": args.transition,
-              "transition_options": resolved, "hidden_size": args.hidden, "nonlinearity": args.nonlinearity,
-              "options": probe_opts, "train": {}, "seed": args.seed, "device": device, "dtype": args.dtype}
-    if args.threads is not None and args.threads < 1:
-        raise CLIError(f"--threads {args.threads}: must be >= 1")
-    result = S.execute_run(config, {"threads": args.threads})
+    res = Resolver("stability probe")
+    resolved = res.transition(args.transition, res.transition_options(args.transition, topts, "--transition"),
+                              args.hidden, "--transition")
+    options = res.probe_options(probe.name, {**{k: given[k] for k in probe.input_options()}, **popts}, "--probe")
+    res.try_probe(probe.name, options, args.hidden, args.nonlinearity, args.probe)
+    cfg = RunConfig(suite="", kind="probe", name=probe.name, transition=args.transition,
+                    transition_options=resolved, hidden_size=args.hidden, nonlinearity=args.nonlinearity,
+                    options=options, train={}, seed=args.seed, device=device, dtype=args.dtype)
+    result = execute_run(cfg, {"threads": args.threads})
     if result["error"]:
-        print(result["error"], file=sys.stderr, end="")
-        raise CLIError(f"the {args.probe} probe failed: {S._last_line(result['error'])}")
-    df: pd.DataFrame = result["metrics"]
+        raise CLIError(f"the {probe.name} probe failed: {last_line(result['error'])}")
+    _print_probe(probe, result["metrics"], topts, options, args, device)
+    return EXIT_OK
+
+
+def _print_probe(probe, df, topts: dict, options: dict, args, device: str) -> None:
     shown = ", ".join(f"{k}={v}" for k, v in topts.items())
     what = f"{args.transition}({shown})" if shown else args.transition
-    inputs = " ".join(f"{k}={v}" for k, v in probe_opts.items() if k in ("T", "batch"))
-    print(f"{args.probe} at init: {what} hidden={args.hidden} {args.nonlinearity} {inputs} seed={args.seed} "
+    inputs = " ".join(f"{k}={v}" for k, v in options.items() if k in ("T", "batch"))
+    print(f"{probe.name} at init: {what} hidden={args.hidden} {args.nonlinearity} {inputs} seed={args.seed} "
           f"{device}".replace("  ", " "))
-    scalars = df[(df.split == "init") & (df.step == 0) & df.metric.isin(S.SCALARS)]
+    scalars = df[(df.split == "init") & (df.step == 0) & df.metric.isin(probe.scalars)]
     for _, r in scalars.iterrows():
         print(f"  {r.metric:<21}{r.value:.6g}")
     params = df[df.metric == "params"].value
     if len(params):
         took = _duration(float(df[df.metric == "wall_time"].value.iloc[0]))
         print(f"  {'params':<21}{int(params.iloc[0])}   (measured in {took})")
-    series = df[(df.split == "init") & ~df.metric.isin(S.SCALARS)]
-    if args.probe == "jacobian" and len(series):
+    series = df[(df.split == "init") & df.metric.isin(probe.series)]
+    if probe.name == "jacobian" and len(series):
         table = series.pivot_table(index="step", columns="metric", values="value")
         gaps = sorted(table.index)
         show = sorted({min(gaps, key=lambda g: abs(g - want)) for want in PROBE_GAPS if want <= max(gaps)}
@@ -328,27 +314,13 @@ def cmd_probe(args, extra: list[str]) -> int:
             vals = part.sort_values("step").value.tolist()
             head = ", ".join(f"{v:.4g}" for v in vals[:8])
             print(f"  {metric} ({len(vals)}): {head}{', ...' if len(vals) > 8 else ''}")
-    return EXIT_OK
-
-
-# ---------------------------------------------------------------------------------------
-# delegated commands
-# ---------------------------------------------------------------------------------------
-def _delegate(module: str, argv: list[str]) -> int:
-    import importlib
-
-    try:
-        mod = importlib.import_module(f"stability.{module}")
-        fn = mod.main
-    except (ImportError, AttributeError) as exc:
-        _err(f"`stability {module}` is not available ({exc})")
-        return EXIT_USAGE
-    rc = fn(argv)
-    return int(rc or 0)
 
 
 # ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from . import probes
+
+    probe_names = probes.available() + sorted(probes.PROBES.aliases)
     p = argparse.ArgumentParser(
         prog="stability", allow_abbrev=False,
         description="Gradient-stability suite for recurrent transition parameterizations.")
@@ -378,9 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dask scheduler address (default with --executor dask: a local cluster)")
     r.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write the report at the end (default: yes)")
-    r.add_argument("--out", metavar="DIR", help="report directory (default: reports/<suite>/)")
+    r.add_argument("--out", metavar="DIR", help="report directory (default: runs/<suite>-report/)")
     r.add_argument("--dry-run", action="store_true", help="list the runs (id and label) and stop")
-    r.add_argument("--quiet", "-q", action="store_true", help="no progress bars or messages")
+    r.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress or messages; the final summary and errors are still printed")
 
     sub.add_parser("list", help="transitions with their options, tasks, probes, shipped suites")
 
@@ -389,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "Transition options are given as --NAME VALUE (see `stability list`), "
                                     "e.g. `stability probe jacobian --transition spectral --reflectors 16 "
                                     "--margin 0.1 --hidden 128 --T 1000`.")
-    pr.add_argument("probe", choices=("jacobian", "spectrum", "lyapunov", "gradient_flow", "gradients"))
+    pr.add_argument("probe", choices=probe_names)
     pr.add_argument("--transition", default="dense")
     pr.add_argument("--hidden", type=int, default=128, help="hidden size (default 128)")
     pr.add_argument("--T", type=int, default=1000, help="sequence length (default 1000)")
@@ -409,8 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("report", "bench"):
-        return _delegate(argv[0], argv[1:])
+    if argv and argv[0] == "report":
+        from .report import main as report_main
+
+        return int(report_main(argv[1:]) or 0)
+    if argv and argv[0] == "bench":
+        from .bench import main as bench_main
+
+        return int(bench_main(argv[1:]) or 0)
     parser = build_parser()
     if argv and argv[0] == "probe":
         args, extra = parser.parse_known_args(argv)
@@ -419,8 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    from .runner import SuiteError
     from .store import StoreError
-    from .suite import SuiteError
 
     try:
         if args.command == "run":

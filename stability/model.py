@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from . import transitions
 from .recurrence import (ENGINES, NONLINEARITIES, derivative_from_output, fused_recurrence,
                          loop_recurrence, native_recurrence, resolve_engine)
-from .transitions.base import check_choice, check_size
+from .checks import check_choice, check_size
 
 
 class RecurrentNet(nn.Module):

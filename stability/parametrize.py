@@ -60,7 +60,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .transitions.base import check_choice, check_size, create, option_defaults
+from .checks import check_choice, check_size
+from .transitions.base import create, option_defaults
 from .transitions.householder import reflectors_from_orthogonal
 from .transitions.spectral import (TriangularReflectors, bounded_sigma, check_margin, sigma_to_p,
                                    svd_compose)

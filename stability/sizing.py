@@ -27,7 +27,7 @@ import torch
 
 from . import transitions
 from .model import RecurrentNet
-from .transitions.base import check_choice, check_size
+from .checks import check_choice, check_size
 
 REGIMES = {
     "hidden": "equal hidden size: every parameterization uses the same hidden size n; parameter counts differ",

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sqlite3
-import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
+
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x53544142  # "STAB": marks a SQLite file as ours
@@ -57,53 +56,6 @@ class StoreError(RuntimeError):
     """The file is not a stability results store, or it is corrupt."""
 
 
-def environment(device: str | None = None) -> dict:
-    """What a result row must carry about where it was measured."""
-    import torch
-
-    from . import __version__
-
-    env = {
-        "stability": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "threads": torch.get_num_threads(),
-        "device": device or "cpu",
-        "device_name": device_name(device or "cpu"),
-        "git_commit": git_commit(),
-    }
-    if env["device"].startswith("cuda") and torch.cuda.is_available():
-        env["tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
-    return env
-
-
-def device_name(device) -> str:
-    """The GPU's name for a CUDA device; the CPU's model name (from /proc/cpuinfo) otherwise."""
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=cwd or Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 class Store:
     """A results store at ``path`` (created if missing; refused if it is not ours)."""
 
@@ -112,11 +64,16 @@ class Store:
         if not self.path.exists():
             if not create:
                 raise FileNotFoundError(f"results store {str(self.path)!r} does not exist")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(self._connect()) as con, con:
-                con.executescript(_SCHEMA)
-                con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with closing(self._connect()) as con, con:
+                    con.executescript(_SCHEMA)
+                    con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except (OSError, sqlite3.Error) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise StoreError(f"cannot create the results store {str(self.path)!r}: {reason}"
+                                 + (f" ({exc.filename})" if getattr(exc, "filename", None) else "")) from None
         else:
             self._verify()
 
@@ -245,3 +202,32 @@ def _metric_rows(run_id: str, metrics) -> list[tuple]:
         v = float(value) if value is not None else None
         rows.append((run_id, int(step), str(split), str(metric), v))
     return rows
+
+
+#: metrics that measure time, which differ between two runs of the same config by nature
+TIMING_METRICS = ("wall_time", "step_time")
+
+
+def diff_stores(a: str | os.PathLike, b: str | os.PathLike, *, ignore: Iterable[str] = TIMING_METRICS) -> list[str]:
+    """Differences between the finished runs of two stores, bit for bit (timings ignored).
+
+    Runs are matched by id (the hash of the config); for each run in both, every metric row
+    ``(step, split, metric)`` must hold the identical float. Returns one line per difference
+    (empty: the same results).
+    """
+    sa, sb = Store(a, create=False), Store(b, create=False)
+    ra = sa.runs().set_index("id")
+    rb = sb.runs().set_index("id")
+    ra, rb = ra[ra.status == "finished"], rb[rb.status == "finished"]
+    out = [f"run {i} ({ra.config[i].get('name')}) only in {a}" for i in sorted(set(ra.index) - set(rb.index))]
+    out += [f"run {i} ({rb.config[i].get('name')}) only in {b}" for i in sorted(set(rb.index) - set(ra.index))]
+    ignore = set(ignore)
+    for run_id in sorted(set(ra.index) & set(rb.index)):
+        ma, mb = ({(int(r.step), r.split, r.metric): r.value for r in m.itertuples() if r.metric not in ignore}
+                  for m in (sa.metrics([run_id]), sb.metrics([run_id])))
+        for key in sorted(set(ma) | set(mb)):
+            va, vb = ma.get(key), mb.get(key)
+            same = va is not None and vb is not None and (va == vb or (va != va and vb != vb))  # NaN == NaN
+            if not same:
+                out.append(f"run {run_id} {ra.config[run_id].get('name')} {key}: {va!r} vs {vb!r}")
+    return out

@@ -35,11 +35,12 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from .probes import measure
 from .tasks.base import Task, check_int
 
 OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-#: probes ``train`` can schedule, and the metric rows each one gives
-PROBES = {"half_life": ("half_life", "decay_rate"), "spectrum": ("sigma_min", "sigma_max")}
+#: probes ``train`` can schedule: name -> (registered probe, the scalar figures it records)
+PROBES = {"half_life": ("jacobian", ("half_life", "decay_rate")), "spectrum": ("spectrum", ("sigma_min", "sigma_max"))}
 #: sequences in the fixed batch the Jacobian probe runs on
 PROBE_BATCH = 8
 #: offset of the probe batch's seed from the training seed
@@ -149,72 +150,18 @@ def _check_probes(probes) -> dict[str, int]:
     return out
 
 
-def _values(obj) -> Tensor | None:
-    """Singular values from whatever a spectrum function returns (tensor, array, frame or dict)."""
-    if isinstance(obj, Tensor):
-        return obj.detach().flatten().double()
-    if isinstance(obj, pd.DataFrame):
-        df = obj
-        if "metric" in df.columns and "value" in df.columns:
-            df = df[df["metric"].isin(["singular_value", "sigma"])]
-            return torch.tensor(df["value"].to_numpy(dtype=float)) if len(df) else None
-        for col in ("singular_value", "sigma", "value"):
-            if col in df.columns:
-                return torch.tensor(df[col].to_numpy(dtype=float))
-        return None
-    if isinstance(obj, dict):
-        for key in ("singular_values", "sigma", "values"):
-            if key in obj:
-                return _values(torch.as_tensor(obj[key]))
-        return None
-    try:
-        return torch.as_tensor(obj).flatten().double()
-    except (TypeError, ValueError, RuntimeError):
-        return None
-
-
-def _spectrum_rows(model: nn.Module, step: int) -> list[Row]:
-    result = None
-    try:
-        from . import probes as probe_module  # written alongside; optional here
-
-        fn = getattr(probe_module, "spectrum_summary", None) or getattr(probe_module, "spectrum", None)
-    except ImportError:
-        fn = None
-    if fn is not None:
-        with torch.no_grad():
-            result = fn(model)
-    if isinstance(result, dict) and "sigma_min" in result and "sigma_max" in result:
-        lo, hi = float(result["sigma_min"]), float(result["sigma_max"])
-    else:
-        values = _values(result) if result is not None else None
-        if values is None or values.numel() == 0:
-            transition = getattr(model, "transition", None)
-            if transition is None:
-                raise ValueError("the spectrum probe needs a model with a transition (model.transition)")
-            with torch.no_grad():
-                values = transition.singular_values().detach().double()
-        lo, hi = float(values.min()), float(values.max())
-    return [(step, "probe", "sigma_min", lo), (step, "probe", "sigma_max", hi)]
-
-
-def _half_life_rows(model: nn.Module, x: Tensor, step: int) -> list[Row]:
-    try:
-        from .probes import half_life, jacobian_decay
-    except ImportError as exc:
-        raise ImportError(f"the half_life probe needs stability.probes (jacobian_decay, half_life): {exc}") from None
+def _probe_rows(name: str, model: nn.Module, x: Tensor | None, step: int) -> list[Row]:
+    """The scheduled probe's figures (PROBES[name]) at ``step``, measured in eval mode; NaN where absent."""
+    probe, metrics = PROBES[name]
     was_training = model.training
     model.eval()
     try:
-        summary = half_life(jacobian_decay(model, x))
+        with torch.set_grad_enabled(probe != "spectrum"):
+            measured = measure(probe, model, "probe", x=x)
     finally:
         model.train(was_training)
-
-    def num(v) -> float:
-        return float("nan") if v is None else float(v)
-
-    return [(step, "probe", "half_life", num(summary.get("half_life"))),
-            (step, "probe", "decay_rate", num(summary.get("decay_rate")))]
+    values = {m: v for s, _, m, v in measured if s == 0 and m in metrics}
+    return [(step, "probe", m, values.get(m, math.nan)) for m in metrics]
 
 
 def _train_stream(task: Task, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor, bool]]:
@@ -317,11 +264,9 @@ def train(model: nn.Module, task: Task, steps: int, *, batch_size: int = 32, opt
             if step % every == 0 or final:
                 measured = getattr(model, "transition", model) if name == "spectrum" else model
                 if not finite(measured):  # a diverged model: nothing to measure, and probes would raise
-                    emit([(step, "probe", metric, math.nan) for metric in PROBES[name]])
-                elif name == "half_life":
-                    emit(_half_life_rows(model, probe_x, step))
+                    emit([(step, "probe", metric, math.nan) for metric in PROBES[name][1]])
                 else:
-                    emit(_spectrum_rows(model, step))
+                    emit(_probe_rows(name, model, probe_x, step))
 
     def due(step: int, every: int | None) -> bool:
         return bool(every) and step % every == 0

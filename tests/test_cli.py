@@ -98,7 +98,7 @@ def test_failed_runs_exit_nonzero(tmp_path, capsys, monkeypatch):
         def matrix(self):
             raise RuntimeError("broken on purpose")
 
-    monkeypatch.setitem(base._REGISTRY, "broken_cli", Broken)
+    monkeypatch.setitem(base.TRANSITIONS._items, "broken_cli", Broken)
     path = tmp_path / "b.toml"
     path.write_text(TINY.replace('name = "householder"', 'name = "broken_cli"'))
     rc, out, err = run(["run", path, "--device", "cpu", "--store", tmp_path / "s.sqlite", "--no-report"], capsys)
@@ -214,12 +214,12 @@ def test_dask_scheduler_address(tmp_path, suite_file, capsys):
 
 
 def test_retry_message_after_a_failure(tmp_path, suite_file, capsys):
-    from stability import suite as S
+    from stability import runner as S
 
     suite = S.load_suite(suite_file, device="cpu")
     store = Store(tmp_path / "s.sqlite")
-    store.start(suite.runs[0].id, "tiny", suite.runs[0].config)
-    store.start(suite.runs[1].id, "tiny", suite.runs[1].config)
+    store.start(suite.runs[0].id, "tiny", suite.runs[0].config.to_dict())
+    store.start(suite.runs[1].id, "tiny", suite.runs[1].config.to_dict())
     store.fail(suite.runs[1].id, "boom")
     rc, out, _ = run(["run", suite_file, "--device", "cpu", "--store", store.path, "--no-report"], capsys)
     assert rc == 0

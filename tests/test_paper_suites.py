@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stability import suite as S
+from stability import runner as S
 from stability.model import RecurrentNet
-from stability.suite import load_suite
+from stability.runner import load_suite
+from stability.tasks.pixels import MNIST_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 #: every figure a shipped suite may attach, as recorded in protocols.md: pixel-MNIST test
@@ -104,17 +105,17 @@ def test_parameter_budgets_are_spectral_rnn_s_own(suite, inputs, outputs, reflec
 
 
 def test_cpu_suite_expands_on_the_real_ptb(ptb_dir, monkeypatch):
-    monkeypatch.delenv(S.MNIST_ENV, raising=False)
+    monkeypatch.delenv(MNIST_ENV, raising=False)
     s = load_suite("cpu", device="cpu", ptb_dir=ptb_dir)
-    assert not s.notes and len(s.runs) == len({r.id for r in s.runs})
-    kinds = {(r.config["kind"], r.config["name"]) for r in s.runs}
+    assert not [n for n in s.notes if n.startswith("skipping")] and len(s.runs) == len({r.id for r in s.runs})
+    kinds = {(r.config.kind, r.config.name) for r in s.runs}
     assert kinds == {("probe", "jacobian"), ("task", "adding"), ("task", "copy"), ("task", "pixels"),
                      ("task", "ptb")}
-    attached = [r for r in s.runs if r.config.get("paper")]
-    assert {r.config["paper"]["accuracy"] for r in attached} == set(RECORDED.values())
-    assert all(r.config["name"] == "pixels" and not r.config["options"]["permute"] for r in attached)
-    params = [r for r in s.runs if r.config["match"] == "params"]
-    assert {r.config["budget"] for r in params} == {4497, 13494}
+    attached = [r for r in s.runs if r.config.paper]
+    assert {r.config.paper["accuracy"] for r in attached} == set(RECORDED.values())
+    assert all(r.config.name == "pixels" and not r.config.options["permute"] for r in attached)
+    params = [r for r in s.runs if r.config.match == "params"]
+    assert {r.config.budget for r in params} == {4497, 13494}
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -132,12 +133,12 @@ def test_paper_suite_expands_with_its_data(tmp_path, monkeypatch):
         write_idx(mnist / f"{prefix}-images-idx3-ubyte", np.arange(n * 784).reshape(n, 28, 28) % 256)
         write_idx(mnist / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
     s = load_suite("paper", device="cpu", ptb_dir=ptb, mnist_dir=mnist)
-    assert not s.notes
-    pixels = [r for r in s.runs if r.config["name"] == "pixels"]
-    assert {r.config["definition"]["T"] for r in pixels} == {784}
-    ptb_runs = [r for r in s.runs if r.config["name"] == "ptb"]
-    assert ptb_runs and all(r.config["options"].get("train_split", "train") == "train" for r in ptb_runs)
-    spectral = [r for r in pixels if r.config["transition"] == "spectral" and r.config["match"] == "hidden"
-                and not r.config["options"].get("permute") and r.config["nonlinearity"] == "relu"]
-    assert spectral and all(r.config["paper"]["accuracy"] == 0.977 for r in spectral)
-    assert {r.config["seed"] for r in s.runs} == {0, 1, 2}
+    assert not [n for n in s.notes if n.startswith("skipping")]
+    pixels = [r for r in s.runs if r.config.name == "pixels"]
+    assert {r.config.definition["T"] for r in pixels} == {784}
+    ptb_runs = [r for r in s.runs if r.config.name == "ptb"]
+    assert ptb_runs and all(r.config.options.get("train_split", "train") == "train" for r in ptb_runs)
+    spectral = [r for r in pixels if r.config.transition == "spectral" and r.config.match == "hidden"
+                and not r.config.options.get("permute") and r.config.nonlinearity == "relu"]
+    assert spectral and all(r.config.paper["accuracy"] == 0.977 for r in spectral)
+    assert {r.config.seed for r in s.runs} == {0, 1, 2}

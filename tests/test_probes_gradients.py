@@ -108,3 +108,33 @@ def test_bad_inputs():
         gradient_flow(model, x[:1], last_step_mse, y)
     with pytest.raises(TypeError, match="model must be a recurrent model"):
         gradient_flow(object(), x, last_step_mse, y)
+
+
+@pytest.mark.parametrize("transition", ["dense", "cayley"])
+def test_float32_norms_do_not_underflow(transition):
+    """Inputs ×3 saturate tanh: the norms fall to ~1e-60 (dense) and ~1e-69 (cayley) by t = 1,
+    far below float32's ≈1e-45. The float32 model must still give the float64 model's norms."""
+    import copy
+
+    torch.manual_seed(0)
+    model = RecurrentNet(8, 64, 4, transition)
+    model64 = copy.deepcopy(model).double()
+    x, y = 3 * torch.randn(200, 4, 8), torch.randn(4, 4)
+    for per_sample in (False, True):
+        got = gradient_flow(model, x, last_step_mse, y, per_sample=per_sample)
+        ref = gradient_flow(model64, x.double(), last_step_mse, y.double(), per_sample=per_sample)
+        a, b = got.grad_norm.to_numpy(), ref.grad_norm.to_numpy()
+        assert b.min() < 1e-55 and b.max() > 0.1                     # the span the test is about
+        assert not ((a == 0) & (b > 1e-300)).any()
+        wide = b > 1e-30
+        assert (abs(a[wide] / b[wide] - 1) < 1e-2).all()
+        assert got.attrs["grad_ratio"] > 0 and abs(got.attrs["grad_ratio"] / ref.attrs["grad_ratio"] - 1) < 1e-2
+        assert abs(grad_ratio(got) / got.attrs["grad_ratio"] - 1) < 1e-9
+
+
+def test_ratio_of_norms_below_float64_squares():
+    import pandas as pd
+
+    # 1e-200 squared underflows even in float64; the ratio must still be 1e-200 / 1e-10
+    df = pd.DataFrame({"t": [1, 1, 2, 2], "grad_norm": [3e-200, 4e-200, 3e-10, 4e-10]})
+    assert grad_ratio(df) == pytest.approx(1e-190, rel=1e-12)

@@ -121,7 +121,8 @@ def test_orthogonal_linear_norms_are_one():
     df = jacobian_decay(model, torch.randn(300, 2, 3, dtype=torch.float64))
     assert (df.spectral - 1).abs().max() < 1e-6
     assert (df.frobenius / math.sqrt(n) - 1).abs().max() < 1e-6
-    assert half_life(df) == {"decay_rate": 0.0, "half_life": math.inf}
+    assert half_life(df) == {"decay_rate": 0.0, "half_life": math.inf,
+                             "fit_min_gap": 0, "fit_max_gap": 299, "max_gap": 299}
 
 
 def test_orthogonal_linear_float32_long_sequence():
@@ -186,11 +187,27 @@ def test_half_life_of_diagonal_linear_model():
     assert half_life(df, "frobenius")["decay_rate"] > 0
 
 
+def test_half_life_reports_the_fitted_gap_range():
+    """The fit range and the largest gap are those of the frame; the rate ignores the extra keys."""
+    s = torch.tensor([0.9, 0.5, 0.8], dtype=torch.float64)
+    x = torch.randn(40, 2, 3, dtype=torch.float64)
+    df = jacobian_decay(linear_net(torch.diag(s)), x, max_gap=25)
+    fit = half_life(df)
+    assert list(fit) == ["decay_rate", "half_life", "fit_min_gap", "fit_max_gap", "max_gap"]
+    assert (fit["fit_min_gap"], fit["fit_max_gap"], fit["max_gap"]) == (0, 25, 25)
+    assert all(type(fit[k]) is int for k in ("fit_min_gap", "fit_max_gap", "max_gap"))
+    assert abs(fit["decay_rate"] + math.log(0.9)) < 1e-10
+    # a frame cut to gaps 5..17 fits over exactly those
+    part = half_life(df[(df.gap >= 5) & (df.gap <= 17)], "frobenius")
+    assert (part["fit_min_gap"], part["fit_max_gap"], part["max_gap"]) == (5, 17, 17)
+
+
 def test_half_life_edge_cases():
     import pandas as pd
 
     dead = pd.DataFrame({"gap": [0, 1, 2], "sample": 0, "spectral": [1.0, 0.0, 0.0], "frobenius": [1.0, 0.0, 0.0]})
-    assert half_life(dead) == {"decay_rate": math.inf, "half_life": 0.0}
+    assert half_life(dead) == {"decay_rate": math.inf, "half_life": 0.0,
+                               "fit_min_gap": 0, "fit_max_gap": 2, "max_gap": 2}
     with pytest.raises(ValueError, match="norm='nuclear'"):
         half_life(dead, "nuclear")
     with pytest.raises(ValueError, match="at least 2"):
@@ -301,7 +318,8 @@ def test_sketch_orthogonal_linear_is_exact():
     assert df.attrs["method"] == "sketch"  # n = 64 > 32: "auto" is the sketch
     assert (df.spectral - 1).abs().max() < 1e-9
     assert (df.frobenius / math.sqrt(n) - 1).abs().max() < 1e-9
-    assert half_life(df) == {"decay_rate": 0.0, "half_life": math.inf}
+    assert half_life(df) == {"decay_rate": 0.0, "half_life": math.inf,
+                             "fit_min_gap": 0, "fit_max_gap": 299, "max_gap": 299}
     lo = jacobian_decay(linear_net(orthogonal(48, dtype=torch.float32)), torch.randn(1000, 2, 3))
     assert lo.attrs["method"] == "sketch"
     assert (lo.spectral - 1).abs().max() < 1e-3

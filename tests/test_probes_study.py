@@ -30,7 +30,7 @@ def test_register_custom_probe():
         df = P.init_study("dense", "trace_probe", seeds=[0], hidden_size=4, T=2)
         assert list(df.columns) == ["transition", "options", "seed", "trace"]
     finally:
-        P._REGISTRY.pop("trace_probe")
+        P.PROBES.unregister("trace_probe")
 
 
 def test_grid_labels_and_reproducibility():
@@ -52,7 +52,9 @@ def test_grid_labels_and_reproducibility():
 
 def test_reduce_to_one_row_per_model():
     df = P.init_study(["dense", "exprnn"], "jacobian", seeds=range(2), hidden_size=8, T=20, reduce=P.half_life)
-    assert list(df.columns) == ["transition", "options", "seed", "decay_rate", "half_life"] and len(df) == 4
+    assert list(df.columns) == ["transition", "options", "seed", "decay_rate", "half_life",
+                                "fit_min_gap", "fit_max_gap", "max_gap"] and len(df) == 4
+    assert (df.max_gap == 19).all() and (df.fit_min_gap == 0).all()
     lyap = P.init_study("cayley", "lyapunov", seeds=[3], hidden_size=8, T=20, k=3)
     assert len(lyap) == 3 and lyap.attrs["probe"] == "lyapunov"
     flow = P.init_study("householder", "gradient_flow", seeds=[0], hidden_size=8, T=10, reduce=P.grad_ratio)

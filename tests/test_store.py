@@ -6,7 +6,8 @@ import threading
 import pandas as pd
 import pytest
 
-from stability.store import Store, StoreError, environment
+from stability.environment import environment
+from stability.store import Store, StoreError
 
 
 def rows(n, split="train", metric="loss"):

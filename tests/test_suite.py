@@ -6,8 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from stability import suite as S
-from stability.suite import SuiteError, load_suite, run_id
+from stability import runner as S
+from stability.config import config_id as run_id
+from stability.runner import SuiteError, load_suite
+from stability.tasks.pixels import MNIST_ENV
+from stability.tasks.ptb import PTB_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +48,7 @@ def test_grid_expansion(tmp_path):
     # (dense + 2×2 spectral) × 2 values of T × 2 seeds
     assert len(s.runs) == 5 * 2 * 2
     assert len({r.id for r in s.runs}) == len(s.runs)
-    configs = [r.config for r in s.runs]
+    configs = [r.config.to_dict() for r in s.runs]
     spectral = {(c["transition_options"]["reflectors"], c["transition_options"]["margin"])
                 for c in configs if c["transition"] == "spectral"}
     assert spectral == {(2, 0.01), (2, 0.1), (4, 0.01), (4, 0.1)}
@@ -68,7 +71,7 @@ def test_ids_are_stable_hashes_of_the_config(tmp_path):
     b = load(BASE, tmp_path, "b.toml")
     assert [r.id for r in a.runs] == [r.id for r in b.runs]
     for r in a.runs:
-        again = json.loads(json.dumps(r.config))  # as stored and read back
+        again = json.loads(r.config.to_json())  # as stored and read back
         assert run_id(again) == r.id
     # key order in the file, and 1 vs 1.0 for a float option, do not change ids
     reordered = BASE.replace("options = { reflectors = [2, 4], margin = [0.01, 0.1] }",
@@ -92,7 +95,7 @@ def test_reference_figures_do_not_change_ids(tmp_path):
     with_paper = BASE + 'paper = { half_life = 3.0, spectral = { half_life = 5.0 } }\n'
     a, b = load(BASE, tmp_path, "a.toml"), load(with_paper, tmp_path, "b.toml")
     assert [r.id for r in a.runs] == [r.id for r in b.runs]
-    figs = {r.config["transition"]: r.config["paper"] for r in b.runs}
+    figs = {r.config.transition: r.config.paper for r in b.runs}
     assert figs == {"dense": {"half_life": 3.0}, "spectral": {"half_life": 5.0}}
 
 
@@ -134,9 +137,9 @@ def test_experiment_selects_transitions_and_overrides(tmp_path):
         probe = "spectrum"
         """)
     s = load(text, tmp_path)
-    first = [r.config for r in s.runs if r.config["hidden_size"] == 4]
+    first = [r.config.to_dict() for r in s.runs if r.config.hidden_size == 4]
     assert [(c["transition"], c["seed"], c["nonlinearity"]) for c in first] == [("householder", 3, "relu")]
-    assert sorted(r.config["hidden_size"] for r in s.runs if r.config["hidden_size"] != 4) == [8, 8, 16, 16]
+    assert sorted(r.config.hidden_size for r in s.runs if r.config.hidden_size != 4) == [8, 8, 16, 16]
     assert any(r.label.startswith("probe:spectrum oRNN:householder n=4") for r in s.runs)
 
 
@@ -155,11 +158,11 @@ def test_task_experiment_config(tmp_path):
         """)
     s = load(text, tmp_path)
     assert len(s.runs) == 4
-    c = s.runs[0].config
+    c = s.runs[0].config.to_dict()
     assert c["kind"] == "task" and c["name"] == "copy"
     assert c["options"]["K"] == 2 and c["options"]["alphabet"] == 8  # task defaults resolved
     assert c["train"]["steps"] == 3 and c["train"]["batch_size"] == 4
-    assert {r.config["train"]["lr"] for r in s.runs} == {0.1, 0.2}  # experiment's grid beats the default
+    assert {r.config.train["lr"] for r in s.runs} == {0.1, 0.2}  # experiment's grid beats the default
     assert c["definition"]["baseline"] > 0 and c["definition"]["T"] in (5, 6)  # the task's definition
     assert c["measure"]["probes"] == ["jacobian", "spectrum"]
     assert c["paper"] == {"ce": 0.1}
@@ -182,23 +185,23 @@ def test_match_params(tmp_path):
     s = load(text, tmp_path)
     assert len(s.runs) == 4
     for r in s.runs:
-        c = r.config
+        c = r.config.to_dict()
         assert c["match"] == "params" and c["budget"] in (2000, 5000)
         assert c["hidden_size"] == sizing.hidden_for_budget(c["transition"], c["budget"], 2, 1)
-    n = {(r.config["transition"], r.config["budget"]): r.config["hidden_size"] for r in s.runs}
+    n = {(r.config.transition, r.config.budget): r.config.hidden_size for r in s.runs}
     assert n[("exprnn", 5000)] > n[("dense", 5000)]  # half the transition parameters: a bigger n
     assert "budget=2000" in s.runs[0].label
 
 
 def test_only_filters_by_label(tmp_path):
     s = load(BASE, tmp_path, only="dense")
-    assert {r.config["transition"] for r in s.runs} == {"dense"}
+    assert {r.config.transition for r in s.runs} == {"dense"}
     s = load(BASE, tmp_path, only="*reflectors=4*seed=1")
-    assert len(s.runs) == 4 and all(r.config["seed"] == 1 for r in s.runs)
+    assert len(s.runs) == 4 and all(r.config.seed == 1 for r in s.runs)
 
 
 def test_data_tasks_skipped_without_a_directory(tmp_path, monkeypatch):
-    monkeypatch.delenv(S.PTB_ENV, raising=False)
+    monkeypatch.delenv(PTB_ENV, raising=False)
     text = spec("""
         name = "t"
         hidden_size = 8
@@ -213,7 +216,7 @@ def test_data_tasks_skipped_without_a_directory(tmp_path, monkeypatch):
         train = { steps = 1 }
         """)
     s = load(text, tmp_path)
-    assert [r.config["name"] for r in s.runs] == ["adding"]
+    assert [r.config.name for r in s.runs] == ["adding"]
     assert len(s.notes) == 1 and "--ptb-dir" in s.notes[0]
     with pytest.raises(SuiteError, match="does not exist"):
         load(text, tmp_path, ptb_dir=tmp_path / "missing")
@@ -221,7 +224,7 @@ def test_data_tasks_skipped_without_a_directory(tmp_path, monkeypatch):
 
 def test_ptb_directory_kept_out_of_the_id(tmp_path, monkeypatch, ptb_dir):
     src = ptb_dir
-    monkeypatch.delenv(S.PTB_ENV, raising=False)
+    monkeypatch.delenv(PTB_ENV, raising=False)
     text = spec("""
         name = "t"
         hidden_size = 8
@@ -238,21 +241,17 @@ def test_ptb_directory_kept_out_of_the_id(tmp_path, monkeypatch, ptb_dir):
     copy.mkdir()
     for f in ("ptb.valid.txt", "ptb.test.txt"):
         (copy / f).write_bytes((src / f).read_bytes())
-    monkeypatch.setenv(S.PTB_ENV, str(copy))
+    monkeypatch.setenv(PTB_ENV, str(copy))
     b = load(text, tmp_path)
     assert a.runs[0].id == b.runs[0].id
     assert b.runs[0].runtime["data_dir"] == str(copy)
-    assert "data_dir" not in json.dumps(a.runs[0].config)
-    assert a.runs[0].config["definition"]["vocab_size"] > 1000
+    assert "data_dir" not in a.runs[0].config.to_json()
+    assert a.runs[0].config.definition["vocab_size"] > 1000
 
 
 # ---------------------------------------------------------------------------------------
 # shipped suites
 # ---------------------------------------------------------------------------------------
-def test_embedded_quick_matches_the_file():
-    assert S._EMBEDDED_QUICK == (ROOT / "suites" / "quick.toml").read_text(encoding="utf-8")
-
-
 def test_shipped_suites_parse():
     shipped = S.shipped_suites()
     assert {"quick", "cpu", "paper"} <= set(shipped)
@@ -263,31 +262,32 @@ def test_shipped_suites_parse():
 
 
 def test_quick_suite_expands(monkeypatch):
-    monkeypatch.delenv(S.PTB_ENV, raising=False)
+    monkeypatch.delenv(PTB_ENV, raising=False)
     s = load_suite(None, device="cpu")
     assert s.name == "quick"
-    transitions = {r.config["transition"] for r in s.runs}
+    transitions = {r.config.transition for r in s.runs}
     assert {"dense", "exprnn", "cayley", "householder", "spectral"} <= transitions
-    kinds = {(r.config["kind"], r.config["name"]) for r in s.runs}
+    kinds = {(r.config.kind, r.config.name) for r in s.runs}
     assert {("probe", "jacobian"), ("task", "copy"), ("task", "adding")} <= kinds
-    margins = {r.config["transition_options"]["margin"] for r in s.runs if r.config["transition"] == "spectral"}
-    reflectors = {r.config["transition_options"]["reflectors"] for r in s.runs
-                  if r.config["transition"] == "spectral"}
+    margins = {r.config.transition_options["margin"] for r in s.runs if r.config.transition == "spectral"}
+    reflectors = {r.config.transition_options["reflectors"] for r in s.runs
+                  if r.config.transition == "spectral"}
     assert len(margins) >= 3 and len(reflectors) >= 3
     assert any("PTB" in n for n in s.notes)
 
 
-def test_embedded_copy_used_without_the_source_tree(monkeypatch):
-    monkeypatch.setattr(S, "_suite_dirs", lambda: [])
+def test_quick_ships_inside_the_package(monkeypatch):
+    """An installed package (no source tree) still has its default suite, as package data."""
+    monkeypatch.setattr(S.spec, "_suite_dirs", lambda: [Path(S.spec.__file__).parents[1] / "suites"])
     text, origin = S.suite_source(None)
-    assert text == S._EMBEDDED_QUICK and "embedded" in origin
+    assert origin.endswith("stability/suites/quick.toml") and 'name = "quick"' in text
     with pytest.raises(SuiteError, match="unknown suite 'paper'"):
         S.suite_source("paper")
 
 
 def test_cpu_suite_expands(monkeypatch):
-    monkeypatch.delenv(S.PTB_ENV, raising=False)
-    monkeypatch.delenv(S.MNIST_ENV, raising=False)
+    monkeypatch.delenv(PTB_ENV, raising=False)
+    monkeypatch.delenv(MNIST_ENV, raising=False)
     s = load_suite("cpu", device="cpu")
     assert s.name == "cpu" and len(s.runs) > 0
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from stability import suite as S
+from stability import runner as S
+from stability.config import config_id
 from stability.store import Store, StoreError
 from stability.transitions import base as tbase
 
@@ -61,10 +62,10 @@ def test_run_then_resume_then_force(tmp_path):
     assert (summary.finished, summary.failed, summary.skipped) == (8, 0, 0)
     runs = store.runs()
     assert set(runs.id) == {r.id for r in suite.runs} and set(runs.status) == {"finished"}
-    assert runs.config.map(S.run_id).tolist() == runs.id.tolist()  # the id is the hash of the stored config
+    assert runs.config.map(config_id).tolist() == runs.id.tolist()  # the id is the hash of the stored config
     m = store.metrics()
-    task_ids = {r.id for r in suite.runs if r.config["kind"] == "task"}
-    probe_ids = {r.id for r in suite.runs if r.config["kind"] == "probe"}
+    task_ids = {r.id for r in suite.runs if r.config.kind == "task"}
+    probe_ids = {r.id for r in suite.runs if r.config.kind == "probe"}
     for rid in task_ids:
         got = m[m.run_id == rid]
         have = set(zip(got.split, got.metric))
@@ -102,7 +103,7 @@ def test_failing_run_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):
         def matrix(self):
             raise RuntimeError("this transition is broken on purpose")
 
-    monkeypatch.setitem(tbase._REGISTRY, "broken_for_test", Broken)
+    monkeypatch.setitem(tbase.TRANSITIONS._items, "broken_for_test", Broken)
     text = TINY.replace('name = "dense"', 'name = "broken_for_test"')
     suite = tiny(tmp_path, text)
     store = Store(tmp_path / "r.sqlite")
@@ -199,8 +200,8 @@ def test_runs_are_seeded_by_their_seed_only(tmp_path):
     suite = tiny(tmp_path)
     by_seed = {}
     for r in suite.runs:
-        if r.config["kind"] == "task" and r.config["transition"] == "spectral":
-            by_seed[r.config["seed"]] = r
+        if r.config.kind == "task" and r.config.transition == "spectral":
+            by_seed[r.config.seed] = r
     results = []
     for outer in (123, 456):  # the caller's RNG state must not matter
         torch.manual_seed(outer)

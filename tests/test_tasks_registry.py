@@ -11,7 +11,7 @@ from stability.tasks import create
 
 def test_available_and_unknown():
     assert {"copy", "adding", "ptb", "ptb_char", "pixels"} <= set(tasks.available())
-    with pytest.raises(ValueError, match="unknown task 'kopy'; available: adding, copy"):
+    with pytest.raises(ValueError, match="unknown task 'kopy' \\(did you mean 'copy'\\?\\); available: adding, copy"):
         create("kopy")
 
 

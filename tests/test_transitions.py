@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import stability.transitions as T
+from stability import registry
 from stability import RecurrentNet
 from stability.transitions import base
 from stability.transitions.spectral import SpectralTransition
@@ -209,22 +210,20 @@ def test_third_party_transition_by_decorator_works_in_model():
         ref.load_state_dict(model.state_dict())
         assert torch.allclose(ref(x)[0], out)
     finally:
-        base._REGISTRY.pop("test_diagonal", None)
+        base.TRANSITIONS.unregister("test_diagonal")
 
 
 def test_entry_point_plugins_are_loaded(monkeypatch):
     ep = metadata.EntryPoint(name="plugin_dense", value="stability.transitions.dense:DenseTransition",
                              group=base.ENTRY_POINT_GROUP)
     broken = metadata.EntryPoint(name="broken", value="no_such_module:Thing", group=base.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(base.metadata, "entry_points", lambda group: [ep, broken] if group == base.ENTRY_POINT_GROUP else [])
-    monkeypatch.setattr(base, "_entry_points_loaded", False)
-    saved = dict(base._REGISTRY)
+    monkeypatch.setattr(registry.metadata, "entry_points",
+                        lambda group: [ep, broken] if group == base.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(base.TRANSITIONS, "_loaded", False)
     try:
         with pytest.warns(UserWarning, match="broken"):
             names = T.available()
         assert "plugin_dense" in names and "broken" not in names
         assert T.create("plugin_dense", 4).matrix().shape == (4, 4)
     finally:
-        base._REGISTRY.clear()
-        base._REGISTRY.update(saved)
-        base._entry_points_loaded = True
+        base.TRANSITIONS.unregister("plugin_dense")

@@ -16,8 +16,8 @@ described in :mod:`stability.probes.jacobian` (``.transition.matrix()``,
 ``.activation_derivative(hidden_states)``, ``model(x, h0) -> (outputs, hidden_states)``),
 in the model's dtype and on its device. Probes never write files.
 
-The registry (:func:`available`, :func:`get`, :func:`register`) lets the CLI and the suite
-runner call probes by name.
+The registry (:mod:`.registry`: :func:`available`, :func:`get`, :func:`register`, :func:`measure`)
+lets the CLI, the training loop and the suite runner call probes by name and store their rows.
 """
 from __future__ import annotations
 
@@ -28,47 +28,56 @@ from .jacobian import half_life, jacobian_decay
 from .lyapunov import lyapunov_spectrum, top_exponent
 from .spectrum import spectrum, spectrum_summary
 
-_REGISTRY: dict[str, Callable] = {}
-#: other names accepted by :func:`get` (the CLI and suite runner say "gradients")
-ALIASES = {"gradients": "gradient_flow"}
-
-
-def register(name: str) -> Callable[[Callable], Callable]:
-    """Decorator adding a probe function ``fn(model, ...)`` to the registry under ``name``."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"a probe name must be a non-empty string, got {name!r}")
-
-    def decorate(fn: Callable) -> Callable:
-        if not callable(fn):
-            raise TypeError(f"@register({name!r}) needs a callable, got {fn!r}")
-        _REGISTRY[name] = fn
-        return fn
-
-    return decorate
+from .registry import PROBES, Probe, get_probe, measure, register, scalar_metrics, scalar_rows
 
 
 def available() -> list[str]:
     """Names of the registered probes, sorted."""
-    return sorted(_REGISTRY)
+    return PROBES.available()
 
 
 def get(name: str) -> Callable:
     """The probe function registered under ``name`` (``"gradients"`` is an alias of ``"gradient_flow"``)."""
-    if not isinstance(name, str):
-        raise TypeError(f"probe name must be a string, got {type(name).__name__}")
-    key = ALIASES.get(name, name)
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown probe {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[key]
+    return get_probe(name).fn
 
 
-register("jacobian")(jacobian_decay)
-register("gradient_flow")(gradient_flow)
-register("lyapunov")(lyapunov_spectrum)
-register("spectrum")(spectrum)
+# -- the built-in probes and their stored rows (metric names: docs/contracts.md) --------
+def _jacobian_rows(df, split: str) -> list:
+    mean = df.groupby("gap")[["spectral", "frobenius"]].mean()
+    rows = [(int(g), split, "jacobian_spectral", float(r.spectral)) for g, r in mean.iterrows()]
+    rows += [(int(g), split, "jacobian_frobenius", float(r.frobenius)) for g, r in mean.iterrows()]
+    return rows + scalar_rows(half_life(df), JACOBIAN_SCALARS, split)
+
+
+def _spectrum_rows(df, split: str) -> list:
+    rows = [(int(i), split, "singular_value", float(v)) for i, v in zip(df["index"], df["singular_value"])]
+    return rows + scalar_rows(df.attrs, SPECTRUM_SCALARS, split)
+
+
+def _lyapunov_rows(df, split: str) -> list:
+    rows = [(int(i), split, "lyapunov", float(v)) for i, v in df.groupby("index")["exponent"].mean().items()]
+    return rows + [(0, split, "lyapunov_max", float(top_exponent(df)))]
+
+
+def _gradient_rows(df, split: str) -> list:
+    g = df.groupby("t")["grad_norm"].apply(lambda v: float((v ** 2).sum() ** 0.5))
+    rows = [(int(t), split, "grad_norm", float(v)) for t, v in g.items()]
+    return rows + [(0, split, "grad_ratio", float(grad_ratio(df)))]
+
+
+JACOBIAN_SCALARS = ("half_life", "decay_rate")
+SPECTRUM_SCALARS = ("sigma_min", "sigma_max", "condition", "spectral_radius", "orthogonality_error")
+
+register("jacobian", inputs=("x",), rows=_jacobian_rows, scalars=JACOBIAN_SCALARS,
+         series=("jacobian_spectral", "jacobian_frobenius"))(jacobian_decay)
+register("spectrum", rows=_spectrum_rows, scalars=SPECTRUM_SCALARS, series=("singular_value",))(spectrum)
+register("lyapunov", inputs=("x",), rows=_lyapunov_rows, scalars=("lyapunov_max",),
+         series=("lyapunov",))(lyapunov_spectrum)
+register("gradient_flow", inputs=("x", "loss_fn", "y"), rows=_gradient_rows, scalars=("grad_ratio",),
+         series=("grad_norm",))(gradient_flow)
 
 from .study import init_study, options_label  # noqa: E402  (uses the registry above)
 
-__all__ = ["available", "get", "register", "jacobian_decay", "half_life", "gradient_flow", "grad_ratio",
+__all__ = ["available", "get", "register", "measure", "get_probe", "Probe", "PROBES", "scalar_metrics", "jacobian_decay", "half_life", "gradient_flow", "grad_ratio",
            "lyapunov_spectrum", "top_exponent", "spectrum", "spectrum_summary", "init_study",
            "options_label"]

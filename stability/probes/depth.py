@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..parametrize import ORTHOGONAL_MAPS, orthogonal_, singular_values, spectral_
-from ..transitions.base import check_choice, check_size
+from ..checks import check_choice, check_size
 
 NONLINEARITIES = ("linear", "tanh", "relu")
 PARAMETERIZATIONS = ("dense", "spectral") + ORTHOGONAL_MAPS

@@ -10,7 +10,9 @@ readout of that step and through every later state:
 The direct partials come from one autograd call on the hidden-state tensor the model returns
 (everything downstream of it is the readout and the loss); the backward recursion is then one
 (B × n)·(n × n) product per step. This is exactly what autograd gives for a state kept as a
-leaf of the graph (tested against that).
+leaf of the graph (tested against that). Each δ_t is carried as a float64 norm times a unit
+vector, so a float32 model's norms are measured down to float64's range, not flushed to 0 below
+float32's (≈1e-45; tested against the same model in float64).
 
 The reported ratio ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ is the Spectral-RNN paper's vanishing-gradient figure:
 ≪ 1 when gradients vanish on the way back to the first step, ≫ 1 when they explode.
@@ -24,7 +26,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .jacobian import check_h0, check_model, check_sequence
+from .inputs import check_h0, check_model, check_sequence
 
 __all__ = ["gradient_flow", "grad_ratio"]
 
@@ -35,7 +37,7 @@ def gradient_flow(model, x: Tensor, loss_fn, y, h0: Tensor | None = None, *,
 
     Args:
         model: a :class:`~stability.model.RecurrentNet` or any model with the duck-typed
-            contract of :mod:`stability.probes.jacobian`.
+            contract of :mod:`stability.probes.inputs`.
         x: inputs (T, B, input_size) or integer token ids (T, B); T >= 2.
         loss_fn: ``loss_fn(outputs, y) -> scalar tensor``; outputs are (T, B, output_size).
         y: the targets, passed through to ``loss_fn`` untouched.
@@ -72,18 +74,9 @@ def gradient_flow(model, x: Tensor, loss_fn, y, h0: Tensor | None = None, *,
         direct = torch.zeros_like(states)
     with torch.no_grad():
         deriv = model.activation_derivative(states.detach()).to(w.dtype)
-        delta = torch.empty_like(direct)
-        d_steps, g_steps, delta_steps = deriv.unbind(0), direct.unbind(0), delta.unbind(0)
-        delta_steps[-1].copy_(g_steps[-1])
-        for t in range(steps - 2, -1, -1):  # δ_t = g_t + (δ_{t+1} ⊙ φ'_{t+1}) W
-            torch.addmm(g_steps[t], delta_steps[t + 1] * d_steps[t + 1], w, out=delta_steps[t])
-        if per_sample:
-            norms = torch.linalg.vector_norm(delta, dim=2)                      # (T, B)
-            total = torch.linalg.vector_norm(norms, dim=1)
-        else:
-            norms = torch.linalg.vector_norm(delta.reshape(steps, -1), dim=1)  # (T,)
-            total = norms
-        norms = norms.to(torch.float64).cpu()
+        per = _backward_norms(direct.to(w.dtype), deriv, w)      # (T, B) float64
+        total = scaled_norm(per, dim=1)                           # (T,): the whole (B, n) gradient
+        norms = (per if per_sample else total).cpu()
         first, last = float(total[0]), float(total[-1])
     if per_sample:
         df = pd.DataFrame({"t": torch.arange(1, steps + 1).repeat_interleave(batch).numpy(),
@@ -94,6 +87,37 @@ def gradient_flow(model, x: Tensor, loss_fn, y, h0: Tensor | None = None, *,
     df.attrs["grad_ratio"] = _ratio(first, last)
     df.attrs["loss"] = float(loss.detach())
     return df
+
+
+def scaled_norm(x: Tensor, dim: int) -> Tensor:
+    """The 2-norm along ``dim`` in float64, scaled by the largest entry first: a norm float64 can
+    represent is never lost to squares that underflow (plain ‖·‖ of 1e-200 entries is 0)."""
+    x = x.to(torch.float64)
+    peak = x.abs().amax(dim=dim, keepdim=True)
+    safe = torch.where(peak > 0, peak, torch.ones_like(peak))
+    return (torch.linalg.vector_norm(x / safe, dim=dim, keepdim=True) * peak).squeeze(dim)
+
+
+def _backward_norms(direct: Tensor, deriv: Tensor, w: Tensor) -> Tensor:
+    """Per-sample ‖δ_t‖ (T, B) in float64 for δ_t = g_t + (δ_{t+1} ⊙ φ'_{t+1}) W.
+
+    Each δ_t is kept as a float64 scale (its norm) times a unit vector in the model's dtype,
+    so the product in the model's dtype always works on numbers of size ~‖J‖ and a gradient
+    far below float32's range (≈1e-45) is still measured; the sum with g_t is in float64.
+    Per sample: one sample's scale never flushes another's gradient to zero.
+    """
+    f64 = torch.float64
+    out = torch.empty(direct.shape[:2], dtype=f64, device=direct.device)
+    d_steps, g_steps = deriv.unbind(0), direct.unbind(0)
+    scale = unit = None
+    for t in range(direct.shape[0] - 1, -1, -1):
+        delta = g_steps[t].to(f64)
+        if unit is not None:  # δ_t = g_t + s_{t+1} (u_{t+1} ⊙ φ'_{t+1}) W
+            delta = delta + scale.unsqueeze(1) * ((unit * d_steps[t + 1]) @ w).to(f64)
+        scale = scaled_norm(delta, dim=1)
+        out[t] = scale
+        unit = (delta / torch.where(scale > 0, scale, torch.ones_like(scale)).unsqueeze(1)).to(w.dtype)
+    return out
 
 
 def _ratio(first: float, last: float) -> float:
@@ -111,7 +135,8 @@ def grad_ratio(df: pd.DataFrame) -> float:
     if not isinstance(df, pd.DataFrame) or not {"t", "grad_norm"} <= set(df.columns):
         raise TypeError(f"df must be a DataFrame from gradient_flow (columns 't', 'grad_norm'), "
                         f"got {type(df).__name__}")
-    total = (df["grad_norm"].astype(float) ** 2).groupby(df["t"]).sum().sort_index() ** 0.5
+    total = df.groupby("t")["grad_norm"].apply(
+        lambda v: float(scaled_norm(torch.tensor(v.to_numpy(dtype=float)), dim=0))).sort_index()
     if len(total) < 2:
         raise ValueError(f"df holds {len(total)} step(s); the ratio needs at least 2")
     return _ratio(float(total.iloc[0]), float(total.iloc[-1]))

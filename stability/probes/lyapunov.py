@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .jacobian import check_int, trajectory
+from .inputs import check_int, trajectory
 
 __all__ = ["lyapunov_spectrum", "top_exponent"]
 
@@ -34,7 +34,7 @@ def lyapunov_spectrum(model, x: Tensor, k: int | None = None, *, warmup: int | N
 
     Args:
         model: a :class:`~stability.model.RecurrentNet` or any model with the duck-typed
-            contract of :mod:`stability.probes.jacobian`.
+            contract of :mod:`stability.probes.inputs`.
         x: inputs (T, B, input_size) or integer token ids (T, B); T >= 2.
         k: how many exponents, 1..n (default n, the whole spectrum).
         warmup: steps that align the frame but are not counted, 0..T−1 (default T // 10).

@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 import pandas as pd
 import torch
 
-from .jacobian import check_int
+from .inputs import check_int
 
 __all__ = ["init_study", "options_label"]
 

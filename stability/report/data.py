@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..store import Store
+from ..config import RunConfig
+from ..store import Store, StoreError
 
 # -- configurations ------------------------------------------------------------------
 
@@ -255,6 +256,7 @@ def load(store, suite: str | None = None) -> Collection:
     st = open_store(store)
     runs = st.runs(suite)
     runs = runs.reset_index(drop=True)
+    runs["config"] = [_declared(rid, c, st.path) for rid, c in zip(runs["id"], runs["config"])]
     runs["seed"] = runs["config"].map(lambda c: c.get("seed"))
     runs["config_key"] = runs["config"].map(config_key)
     runs["transition"] = runs["config"].map(lambda c: str(c.get("transition", "?")))
@@ -272,6 +274,14 @@ def load(store, suite: str | None = None) -> Collection:
         coll._data.setdefault(rid, RunData({})).series_by_key[(split, metric)] = s
     coll.variants = _variants(runs)
     return coll
+
+
+def _declared(run_id: str, config: dict, path) -> dict:
+    """A stored config in the declared shape (docs/contracts.md); a StoreError naming the run otherwise."""
+    try:
+        return RunConfig.from_dict(config).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{path}: run {run_id}: its config is not a RunConfig ({exc})") from None
 
 
 def _variants(runs: pd.DataFrame) -> dict[str, Variant]:
@@ -319,58 +329,31 @@ def task_options(config: dict) -> dict:
 
 
 def baseline_of(config: dict, data: RunData | None = None, metric: str | None = None) -> float | None:
-    """The task's baseline loss, from the run config (``options.baseline``, the task's
-    ``definition.baseline``, ``baseline`` or ``task.baseline``) or else a ``baseline`` metric row;
-    None when there is none, or when the config says it is in another metric than ``metric``
-    (``baseline_metric``: a copy baseline in CE is no baseline for an accuracy)."""
-    for holder in (task_options(config), config.get("definition") or {}, config, config.get("task") or {}):
-        if not isinstance(holder, dict):
-            continue
-        b = holder.get("baseline")
-        if isinstance(b, dict):  # {"ce": 0.0945}
-            if metric is not None and _is_number(b.get(metric)):
-                return float(b[metric])
-            b = next((v for v in b.values() if _is_number(v)), None)
-        if _is_number(b):
-            unit = holder.get("baseline_metric")
-            if metric is not None and unit and metric != "loss" and unit != metric:
-                return None
-            return float(b)
-    if data is not None:
-        for (split, m), s in data.series_by_key.items():
-            if m == "baseline" and s.notna().any():
-                return float(s.dropna().iloc[-1])
+    """The task's baseline loss (its ``definition()["baseline"]``); None where the task has none, or
+    when the baseline is in another metric than ``metric`` (a copy baseline in CE is no baseline
+    for an accuracy)."""
+    cfg = RunConfig.from_dict(config)
+    unit, b = cfg.baseline_metric, cfg.baseline
+    if b is None or metric is None or not unit or metric in (unit, "loss"):
+        return b
+    if unit == "ce" and metric in CE_UNITS:  # the same baseline in the units of the metric
+        return CE_UNITS[metric](b)
     return None
 
 
+#: metrics that are a cross-entropy in other units: the conversion from nats
+CE_UNITS = {"perplexity": lambda ce: math.exp(min(ce, 700.0)), "bpc": lambda ce: ce / math.log(2.0)}
+
+
 def paper_of(config: dict) -> dict:
-    """Reported figures from the paper carried by the config (``config["paper"]`` or
-    ``config["options"]["paper"]``), else {}."""
-    for holder in (config, task_options(config)):
-        p = holder.get("paper") if isinstance(holder, dict) else None
-        if isinstance(p, dict) and p:
-            return p
-    return {}
+    """Figures reported by the paper for this configuration ({} where none were given)."""
+    return RunConfig.from_dict(config).paper
 
 
-def regime_of(config: dict) -> tuple[str, object] | None:
-    """The comparison regime: ("hidden", None) or ("params", budget); None when not recorded."""
-    m = config.get("match", task_options(config).get("match"))
-    if m is None:
-        return None
-    budget = None
-    if isinstance(m, dict):
-        by = m.get("by") or m.get("regime") or m.get("match") or ("params" if "budget" in m else None)
-        budget = m.get("budget", m.get("params"))
-    else:
-        by = str(m)
-    if budget is None:
-        for k in ("budget", "param_budget", "params_budget", "parameter_budget"):
-            if config.get(k) is not None:
-                budget = config[k]
-                break
-    by = {"hidden_size": "hidden", "parameters": "params", "param": "params"}.get(str(by), str(by))
-    return (by, budget)
+def regime_of(config: dict) -> tuple[str, object]:
+    """The comparison regime: ("hidden", None) or ("params", budget)."""
+    cfg = RunConfig.from_dict(config)
+    return (cfg.match, cfg.budget)
 
 
 def regime_text(regime: tuple[str, object] | None, hidden_sizes: list) -> str:

@@ -8,14 +8,13 @@ environment says ``device_name: "synthetic demo data (not measured)"``.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from ..config import RunConfig
 from ..store import Store
 
 SUITE = "demo-synthetic"
@@ -37,16 +36,19 @@ VARIANTS = [
 GAPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 
 
-def run_id(config: dict) -> str:
-    return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+def _config(kind, name, transition, topts, hidden, options, seed, *, definition=None, **extra) -> RunConfig:
+    return RunConfig(suite=SUITE, kind=kind, name=name, transition=transition, transition_options=topts,
+                     hidden_size=hidden, nonlinearity="tanh", options=options, train=TRAIN if kind == "task" else {},
+                     seed=seed, device="cpu", dtype="float32", definition=definition or {},
+                     measure={"probes": ["jacobian", "spectrum"], "batch": 8} if kind == "task" else None, **extra)
 
 
-def _config(kind, name, transition, topts, hidden, options, seed, **extra) -> dict:
-    cfg = {"suite": SUITE, "kind": kind, "name": name, "transition": transition, "transition_options": topts,
-           "hidden_size": hidden, "nonlinearity": "tanh", "options": options,
-           "train": TRAIN if kind == "task" else {}, "seed": seed, "device": "cpu", "dtype": "float32"}
-    cfg.update(extra)
-    return cfg
+def _add(st: Store, cfg: RunConfig, rows=None, error: str | None = None) -> None:
+    st.start(cfg.id, SUITE, cfg.to_dict(), ENV)
+    if error is not None:
+        st.fail(cfg.id, error)
+    else:
+        st.finish(cfg.id, rows)
 
 
 def _probe_rows(rng, tau, band, split, n, trained: bool):
@@ -103,33 +105,35 @@ def fill(path: str | Path, seeds=(0, 1, 2), failed: bool = True) -> Path:
         for seed in seeds:
             rng = np.random.default_rng(1000 * vi + seed)
             # -- the Jacobian / gradient-flow probe at initialization
-            cfg = _config("probe", "jacobian", tr, topts, 128, {"T": 1000, "samples": 8}, seed, match="hidden")
+            cfg = _config("probe", "jacobian", tr, topts, 128, {"T": 1000, "batch": 8, "input_size": 8,
+                                                                 "input_scale": 1.0}, seed)
             rows = _probe_rows(rng, tau, band, "init", 128, trained=False)
             for t in range(0, 220, 5):
                 g = 1e-2 * math.exp(-(220 - t) / tau) * (1 + 0.05 * rng.standard_normal())
                 rows.append((t, "init", "grad_norm", g))
             rows.append((0, "summary", "params", 128 * 128))
-            st.start(run_id(cfg), SUITE, cfg, ENV)
-            st.finish(run_id(cfg), rows)
+            _add(st, cfg, rows)
 
             # -- copy task, equal parameter count
             hidden = 128 if tr == "dense" else (176 if tr == "spectral" else 180)
             base = 10 * math.log(8) / 220
-            cfg = _config("task", "copy", tr, topts, hidden, {"T": 200, "K": 10, "baseline": round(base, 6)}, seed,
-                          match="params", budget=20000)
-            rid = run_id(cfg)
-            st.start(rid, SUITE, cfg, ENV)
+            cfg = _config("task", "copy", tr, topts, hidden, {"T": 200}, seed, match="params", budget=20000,
+                          definition={"task": "copy", "T": 200, "K": 10, "baseline": round(base, 6),
+                                      "baseline_metric": "ce", "chance_accuracy": 0.125,
+                                      "thresholds": [{"metric": "ce", "value": 0.1, "relative": True}]})
             if failed and tr == "dense" and seed == seeds[-1]:
-                st.fail(rid, "Traceback (most recent call last):\n  File \"stability/train.py\", line 88, in train\n"
+                _add(st, cfg, error="Traceback (most recent call last):\n  File \"stability/train.py\", line 88, in train\n"
                              "    raise FloatingPointError(msg)\nFloatingPointError: loss is NaN at step 812 "
                              "(clip 1.0, lr 0.001)")
             else:
-                st.finish(rid, _copy_rows(rng, vi, hidden, base))
+                _add(st, cfg, _copy_rows(rng, vi, hidden, base))
 
             # -- adding task at three hidden sizes (speed figure)
             for n in (64, 128, 256):
-                cfg = _config("task", "adding", tr, topts, n, {"T": 200, "placement": "halves", "baseline": 1 / 6},
-                              seed, match="hidden")
+                cfg = _config("task", "adding", tr, topts, n, {"T": 200, "markers": "halves"}, seed,
+                              definition={"task": "adding", "T": 200, "markers": "halves", "baseline": 1 / 6,
+                                          "baseline_metric": "mse",
+                                          "thresholds": [{"metric": "mse", "value": 0.05, "relative": False}]})
                 rows = []
                 start = (300 + 80 * vi + 30 * rng.standard_normal()) if learns else math.inf
                 for step in range(0, 2001, 20):
@@ -139,20 +143,18 @@ def fill(path: str | Path, seeds=(0, 1, 2), failed: bool = True) -> Path:
                     rows.append((step, "train", "step_time", t))
                 rows.append((2000, "test", "mse", rows[-2][3]))
                 rows.append((0, "summary", "params", n * n + 4 * n))
-                st.start(run_id(cfg), SUITE, cfg, ENV)
-                st.finish(run_id(cfg), rows)
+                _add(st, cfg, rows)
 
             # -- pixel MNIST with the paper's reported accuracies (paper figures, synthetic measured values)
             paper = {"dense": 94.1, "householder": 97.2, "spectral": 97.7}.get(tr)
             if paper is not None and topts.get("margin", 0.01) == 0.01:
-                extra = {"paper": {"accuracy": paper, "source": "Spectral-RNN (svdRNN) paper, pixel-MNIST, hidden 128"}}
-                cfg = _config("task", "pixel_mnist", tr, topts, 128, {"permutation": None}, seed, match="hidden",
-                              **extra)
+                cfg = _config("task", "pixels", tr, topts, 128, {"source": "mnist", "permute": False}, seed,
+                              paper={"accuracy": paper, "source": "Spectral-RNN (svdRNN) paper, pixel-MNIST, hidden 128"},
+                              definition={"task": "pixels", "source": "mnist", "T": 784, "chance_accuracy": 0.1})
                 acc = {"dense": 0.93, "householder": 0.968, "spectral": 0.971}[tr] + 0.003 * rng.standard_normal()
                 rows = [(s, "train", "ce", 2.3 * math.exp(-s / 300) + 0.1) for s in range(0, 2001, 50)]
                 rows += [(2000, "test", "accuracy", acc), (0, "summary", "params", 16000 + 10 * vi)]
-                st.start(run_id(cfg), SUITE, cfg, ENV)
-                st.finish(run_id(cfg), rows)
+                _add(st, cfg, rows)
     return path
 
 

@@ -66,4 +66,5 @@ class AddingTask(Task):
 
     def definition(self) -> dict:
         return {"task": "adding", "T": self.T, "markers": self.markers, "baseline": self.baseline,
-                "baseline_metric": self.baseline_metric, "loss": "MSE of the last output"}
+                "baseline_metric": self.baseline_metric, "loss": "MSE of the last output",
+                "thresholds": [{"metric": "mse", "value": 0.05, "relative": False}]}

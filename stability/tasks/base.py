@@ -25,14 +25,13 @@ Tasks are built by name: ``create("copy", T=200)``; ``available()`` lists the na
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import Tensor
 
-from ..transitions.base import check_choice, check_size as check_int  # noqa: F401 (re-exported to the tasks)
-
-_REGISTRY: dict[str, type["Task"]] = {}
+from ..checks import check_choice, check_size as check_int  # noqa: F401 (re-exported to the tasks)
+from ..registry import Registry
 
 #: the seed of the fixed evaluation data of generated (synthetic) tasks, per split
 EVAL_SEEDS = {"valid": 2_147_483_029, "test": 2_147_482_951}
@@ -104,28 +103,16 @@ def check_batch(batch_size) -> int:
 # ---------------------------------------------------------------------------------------
 # registry
 # ---------------------------------------------------------------------------------------
-def register(name: str) -> Callable[[type[Task]], type[Task]]:
-    """Class decorator adding a :class:`Task` subclass to the registry under ``name``."""
-
-    def decorate(cls: type[Task]) -> type[Task]:
-        if not (isinstance(cls, type) and issubclass(cls, Task)):
-            raise TypeError(f"@register({name!r}) needs a Task subclass, got {cls!r}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
+def _check_task(name: str, cls) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"@register({name!r}) needs a Task subclass, got {cls!r}")
 
 
-def available() -> list[str]:
-    """Names of every registered task, sorted."""
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> type[Task]:
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"unknown task {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[name]
+#: every task by name (plugins: the entry-point group ``stability.tasks``)
+TASKS: Registry[type[Task]] = Registry("task", entry_points="stability.tasks", check=_check_task)
+register = TASKS.register
+available = TASKS.available
+get = TASKS.get
 
 
 def option_names(name: str) -> list[str]:

@@ -64,4 +64,6 @@ class CopyTask(Task):
         return {"task": "copy", "T": self.T, "K": self.K, "alphabet": self.alphabet,
                 "length": self.length, "marker_position": self.T + self.K - 1,
                 "baseline": self.baseline, "baseline_metric": self.baseline_metric,
-                "loss": "cross-entropy over all positions", "accuracy": f"over the last {self.K} positions"}
+                "loss": "cross-entropy over all positions", "accuracy": f"over the last {self.K} positions",
+                "chance_accuracy": 1.0 / self.alphabet,
+                "thresholds": [{"metric": "ce", "value": 0.1, "relative": True}]}

@@ -35,6 +35,8 @@ SOURCES = ("digits", "mnist")
 PERMUTATION_SEED = 92916
 #: seed of the fixed shuffle that carves the validation (and, for digits, test) split
 SPLIT_SEED = 0
+#: environment variable naming the MNIST directory for suites (``--mnist-dir`` wins)
+MNIST_ENV = "STABILITY_MNIST_DIR"
 MNIST_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
                "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 
@@ -207,4 +209,4 @@ class PixelsTask(Task):
                 "permutation_seed": self.permutation_seed if self.permute else None,
                 "splits": {s: int(v.numel()) for s, v in self.labels.items()}, "split_seed": SPLIT_SEED,
                 "baseline": self.baseline, "baseline_metric": self.baseline_metric,
-                "classify": "last step's output", "data_dir": self.data_dir}
+                "chance_accuracy": 0.1, "classify": "last step's output", "data_dir": self.data_dir}

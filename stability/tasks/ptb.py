@@ -207,6 +207,18 @@ class LanguageModelTask(Task):
         idx = starts[None, :] + torch.arange(steps)[:, None]
         return ids[idx], ids[idx + 1]
 
+    @property
+    def reported_split(self) -> str:
+        """The split whose figures a report shows: the last evaluated one (test, or the eval split)."""
+        return (self.periodic_splits + self.final_splits)[-1]
+
+    def unigram_ce(self) -> float:
+        """Cross-entropy (nats per token) of the training split's unigram distribution (add-one
+        smoothing) on the reported split: the best model that ignores context."""
+        counts = torch.bincount(self.ids["train"], minlength=self.output_size).double() + 1.0
+        logp = torch.log(counts / counts.sum())
+        return float(-logp[self.ids[self.reported_split]].mean())
+
     # loss and metrics ----------------------------------------------------------------
     def loss(self, outputs: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), y.reshape(-1))
@@ -232,7 +244,10 @@ class LanguageModelTask(Task):
              "vocab_size": len(self.vocab), "vocabulary": f"{self.train_split} split, first appearance",
              "tokens": {s: int(v.numel()) for s, v in self.ids.items()}, "oov": dict(self.oov),
              "md5": dict(self.md5), "eval_batch_size": self.eval_batch_size,
-             "baseline": None, "baseline_metric": None, "data_dir": str(self.data_dir)}
+             "baseline": self.unigram_ce(), "baseline_metric": "ce",
+             "baseline_note": (f"unigram model of the {self.train_split} file (add-one smoothing), "
+                               f"scored on {self.reported_split}"),
+             "data_dir": str(self.data_dir)}
         if self.train_split != "train":
             d["note"] = (f"trained on the {self.train_split} file, evaluated on "
                          f"{' and '.join(self.periodic_splits + self.final_splits)}; not the standard protocol")

@@ -21,16 +21,14 @@ Other packages register through the entry-point group ``stability.transitions``
 from __future__ import annotations
 
 import inspect
-from importlib import metadata
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-ENTRY_POINT_GROUP = "stability.transitions"
+from ..checks import check_choice, check_size  # noqa: F401  (re-exported for transition modules and plugins)
+from ..registry import Registry
 
-_REGISTRY: dict[str, type["Transition"]] = {}
-_entry_points_loaded = False
+ENTRY_POINT_GROUP = "stability.transitions"
 
 
 class Transition(nn.Module):
@@ -62,65 +60,17 @@ class Transition(nn.Module):
         return f"n={self.n}" + (", " + opts if opts else "")
 
 
-def check_size(name: str, value, minimum: int = 1, maximum: int | None = None) -> int:
-    """Validate an integer size argument; raise a ValueError/TypeError naming it otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum or (maximum is not None and value > maximum):
-        allowed = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
-        raise ValueError(f"{name}={value} is out of range; allowed: {allowed}")
-    return value
+def _check_transition(name: str, cls) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Transition)):
+        raise TypeError(f"@register({name!r}) needs a Transition subclass, got {cls!r}")
 
 
-def check_choice(name: str, value, choices) -> str:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not known; allowed: {', '.join(map(repr, choices))}")
-    return value
-
-
-def register(name: str) -> Callable[[type[Transition]], type[Transition]]:
-    """Class decorator adding a :class:`Transition` subclass to the registry under ``name``."""
-
-    def decorate(cls: type[Transition]) -> type[Transition]:
-        if not (isinstance(cls, type) and issubclass(cls, Transition)):
-            raise TypeError(f"@register({name!r}) needs a Transition subclass, got {cls!r}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _REGISTRY:
-            continue
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken plugin must not break the suite
-            import warnings
-
-            warnings.warn(f"could not load transition plugin {ep.name!r} ({ep.value}): {exc}")
-            continue
-        register(ep.name)(cls)
-
-
-def available() -> list[str]:
-    """Names of every registered transition (built-ins and plugins), sorted."""
-    _load_entry_points()
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> type[Transition]:
-    """The transition class registered under ``name``."""
-    _load_entry_points()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown transition {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[name]
+#: every transition by name: the built-ins, decorated classes and the entry-point group's plugins
+TRANSITIONS: Registry[type[Transition]] = Registry("transition", entry_points=ENTRY_POINT_GROUP,
+                                                    check=_check_transition)
+register = TRANSITIONS.register
+available = TRANSITIONS.available
+get = TRANSITIONS.get
 
 
 def option_names(name: str) -> list[str]:
