@@ -95,27 +95,42 @@ class RunConfig:
         d.pop("seed")
         return d
 
-    # -- what the task's definition says -----------------------------------------------
+    @property
+    def task(self) -> "Definition":
+        """The task's definition, read through attributes (empty for a probe run)."""
+        return Definition(self.definition)
+
+
+class Definition(dict):
+    """A task's ``definition()`` as stored in a run config, with the facts the report reads."""
+
     @property
     def baseline(self) -> float | None:
-        """The task's baseline loss (best memoryless answer), None where it has none."""
-        b = self.definition.get("baseline")
-        return float(b) if isinstance(b, (int, float)) and not isinstance(b, bool) else None
+        """The loss of the best memoryless answer, in :attr:`baseline_metric`; None where there is none."""
+        return _number(self.get("baseline"))
 
     @property
     def baseline_metric(self) -> str | None:
-        return self.definition.get("baseline_metric")
+        return self.get("baseline_metric")
 
     @property
     def chance_accuracy(self) -> float | None:
-        c = self.definition.get("chance_accuracy")
-        return float(c) if isinstance(c, (int, float)) and not isinstance(c, bool) else None
+        return _number(self.get("chance_accuracy"))
 
     @property
     def thresholds(self) -> list[dict]:
         """Levels a learning curve is timed to: ``[{"metric", "value", "relative"}]`` (relative:
         a fraction of the baseline)."""
-        return list(self.definition.get("thresholds") or [])
+        return list(self.get("thresholds") or [])
+
+    @property
+    def note(self) -> str | None:
+        """A caveat about the protocol a run followed (e.g. PTB trained on the validation file)."""
+        return self.get("note")
+
+
+def _number(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def config_id(config: dict) -> str:

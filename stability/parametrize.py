@@ -1,7 +1,7 @@
 """Constrain any module's weight with one call: ``torch.nn.utils.parametrize`` integration.
 
     spectral_(module, "weight", reflectors=None, margin=None, center=None, fit="exact")
-    orthogonal_(module, "weight", map="householder" | "exprnn" | "cayley", fit="exact", **options)
+    orthogonal_(module, "weight", map="householder" | "exprnn" | "cayley", fit="project", **options)
     constrain_(model, "spectral", margin=0.1, fit="none")      # every nn.Linear in a model
 
 **Spectral, rectangular.** A weight W of shape m×n (``nn.Linear``: out × in) becomes
@@ -423,7 +423,7 @@ def spectral_(module: nn.Module, name: str = "weight", *, reflectors=None, margi
     return module
 
 
-def orthogonal_(module: nn.Module, name: str = "weight", *, map: str = "householder", fit: str = "exact",
+def orthogonal_(module: nn.Module, name: str = "weight", *, map: str = "householder", fit: str = "project",
                 tol: float | None = None, flatten: bool = False, **options) -> nn.Module:
     """Constrain the square ``module.<name>`` to be orthogonal through one of the core's maps.
 
@@ -431,8 +431,10 @@ def orthogonal_(module: nn.Module, name: str = "weight", *, map: str = "househol
         map: ``"householder"`` (any orthogonal matrix with reflectors=n, the default),
             ``"exprnn"`` (expm of a skew matrix: determinant +1) or ``"cayley"``
             (determinant (−1)^negatives).
-        fit: ``"exact"`` (the weight must be orthogonal to ``tol`` and reachable by the map),
-            ``"project"`` (its nearest orthogonal matrix of a reachable determinant) or ``"none"``.
+        fit: ``"project"`` (default: the nearest orthogonal matrix of a reachable determinant, so a
+            freshly built layer, whose weight is not orthogonal, is constrained as it is),
+            ``"exact"`` (the weight must already be orthogonal to ``tol`` and reachable by the map)
+            or ``"none"`` (the map's own initialization).
         tol: orthogonality / reconstruction tolerance; default sqrt(eps) of the weight's dtype.
         **options: the map's own options (``reflectors``; ``init``, ``exp_in_float64``; ``negatives``).
     """

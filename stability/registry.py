@@ -34,14 +34,15 @@ class Registry(Generic[T]):
         self._loaded = entry_points is None
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator adding ``obj`` under ``name`` (a class gets ``obj.name = name``)."""
+        """Decorator adding ``obj`` under ``name`` (a class gets ``obj.name = name`` unless it has a name:
+        registering it again under an alias does not rename it)."""
         if not isinstance(name, str) or not name:
             raise TypeError(f"a {self.kind} name must be a non-empty string, got {name!r}")
 
         def decorate(obj: T) -> T:
             if self._check is not None:
                 self._check(name, obj)
-            if isinstance(obj, type):
+            if isinstance(obj, type) and not obj.__dict__.get("name"):  # a class keeps its first name
                 obj.name = name
             self._items[name] = obj
             return obj

@@ -308,7 +308,7 @@ def test_exprnn_logarithm_handles_eigenvalues_at_minus_one():
     q[4:, 4:] = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)  # a rotation by π/2 as well
     with torch.no_grad():
         lin.weight.copy_(q)
-    orthogonal_(lin, map="exprnn")
+    orthogonal_(lin, map="exprnn", fit="exact")
     assert (lin.weight - q).abs().max() < 1e-10
 
 
@@ -361,7 +361,7 @@ BAD_INPUT = [
     (lambda: orthogonal_(nn.Linear(4, 3)), ValueError, r"square weight; got 3×4"),
     (lambda: orthogonal_(nn.Linear(4, 4), map="givens"), ValueError,
      r"map='givens'.*'householder', 'exprnn', 'cayley'"),
-    (lambda: orthogonal_(nn.Linear(4, 4)), ValueError, r"not orthogonal: max\|WᵀW − I\| = .*fit='project'"),
+    (lambda: orthogonal_(nn.Linear(4, 4), fit="exact"), ValueError, r"not orthogonal: max\|WᵀW − I\| = .*fit='project'"),
     (lambda: orthogonal_(nn.Linear(4, 4), map="exprnn", colour=1), TypeError, r"allowed: init, exp_in_float64"),
 ]
 
@@ -386,9 +386,22 @@ def test_orthogonal_exact_refuses_unreachable_matrices():
     with torch.no_grad():
         lin.weight.copy_(random_orthogonal(8, -1.0, seed=13))
     with pytest.raises(ValueError, match=r"determinant -1 but this map reaches only determinant \+1"):
-        orthogonal_(lin, map="exprnn")
+        orthogonal_(lin, map="exprnn", fit="exact")
     with pytest.raises(ValueError, match=r"cannot reproduce the weight .*reflectors=n"):
-        orthogonal_(lin, map="householder", reflectors=3)
+        orthogonal_(lin, map="householder", reflectors=3, fit="exact")
     orthogonal_(lin, map="householder", reflectors=3, fit="none")  # fine without fitting
     assert lin.parametrizations.weight.original.shape == (3, 8)
     assert math.isclose(singular_values(lin).sum().item(), 8.0)
+
+
+def test_orthogonal_constrains_a_fresh_layer_by_default():
+    """The common case: constrain a layer just built (its weight is not orthogonal): projected."""
+    lin = nn.Linear(12, 12).double()
+    before = lin.weight.detach().clone()
+    orthogonal_(lin, "weight", map="householder")
+    w = lin.weight.detach()
+    assert (w.T @ w - torch.eye(12, dtype=torch.float64)).abs().max() < 1e-10
+    u, _, vh = torch.linalg.svd(before)
+    polar = u @ vh
+    if torch.linalg.det(polar) * torch.linalg.det(w) > 0:  # the nearest orthogonal matrix of that determinant
+        assert (w - polar).abs().max() < 1e-8

@@ -138,3 +138,13 @@ def test_ratio_of_norms_below_float64_squares():
     # 1e-200 squared underflows even in float64; the ratio must still be 1e-200 / 1e-10
     df = pd.DataFrame({"t": [1, 1, 2, 2], "grad_norm": [3e-200, 4e-200, 3e-10, 4e-10]})
     assert grad_ratio(df) == pytest.approx(1e-190, rel=1e-12)
+
+
+def test_step_norms_combine_samples_without_underflow():
+    import pandas as pd
+
+    from stability.probes.gradients import step_norms
+
+    df = pd.DataFrame({"t": [2, 2, 1, 1], "grad_norm": [3e-200, 4e-200, 0.0, 0.0]})
+    got = step_norms(df)
+    assert got.index.tolist() == [1, 2] and got.loc[1] == 0.0 and got.loc[2] == pytest.approx(5e-200, rel=1e-12)

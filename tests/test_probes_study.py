@@ -2,6 +2,7 @@
 import math
 
 import pytest
+import pandas as pd
 import torch
 
 import stability.probes as P
@@ -88,3 +89,13 @@ def test_bad_inputs():
         P.init_study("dense", "jacobian", T=0)
     with pytest.raises(ValueError, match=r"dtype='half' is not known"):
         P.init_study("dense", "spectrum", dtype="half")
+
+
+def test_options_in_the_suites_grid_form():
+    """A dict of lists is a grid, as in a suite's options: the same models as the list of dicts."""
+    grid = P.init_study([("spectral", {"reflectors": 4, "margin": [0.1, 0.5]})], "spectrum", seeds=[0],
+                        hidden_size=6)
+    listed = P.init_study([("spectral", [{"reflectors": 4, "margin": 0.1}, {"reflectors": 4, "margin": 0.5}])],
+                          "spectrum", seeds=[0], hidden_size=6)
+    assert sorted(grid.options.unique()) == ["spectral(reflectors=4, margin=0.1)", "spectral(reflectors=4, margin=0.5)"]
+    pd.testing.assert_frame_equal(grid, listed)

@@ -15,17 +15,19 @@ from stability.report import build_tables, load, main, write_report
 from stability.report import browser
 from stability.report.data import TRANSITION_COLORS, shades
 from stability.report.tables import jacobian_at
+from stability.config import RunConfig
 from stability.store import Store
 
 # -- building stores -----------------------------------------------------------------
 
 
 def cfg(name="copy", transition="dense", seed=0, kind="task", hidden=16, topts=None, options=None, **extra):
-    c = {"suite": "known", "kind": kind, "name": name, "transition": transition, "transition_options": topts or {},
-         "hidden_size": hidden, "nonlinearity": "tanh", "options": options if options is not None else {},
-         "train": {"steps": 100, "optimizer": "adam", "lr": 0.01}, "seed": seed, "device": "cpu", "dtype": "float32"}
-    c.update(extra)
-    return c
+    """A run config in the declared shape (stability.config.RunConfig), as the runner writes it."""
+    return RunConfig(suite=extra.pop("suite", "known"), kind=kind, name=name, transition=transition,
+                     transition_options=topts or {}, hidden_size=hidden, nonlinearity="tanh",
+                     options=options if options is not None else {},
+                     train={"steps": 100, "optimizer": "adam", "lr": 0.01} if kind == "task" else {},
+                     seed=seed, **{"device": "cpu", "dtype": "float32", **extra}).to_dict()
 
 
 def add(store: Store, config: dict, rows=None, error=None, env=None):
@@ -38,7 +40,9 @@ def add(store: Store, config: dict, rows=None, error=None, env=None):
     return rid
 
 
-COPY = {"T": 10, "K": 10, "baseline": 0.5}
+COPY = {"T": 10, "K": 10}
+COPY_DEFINITION = {"task": "copy", "baseline": 0.5, "baseline_metric": "ce", "chance_accuracy": 0.125,
+                   "thresholds": [{"metric": "ce", "value": 0.1, "relative": True}]}
 SPECTRAL = {"margin": 0.01}
 # per seed: test accuracy, test ce, first train step with ce < 0.05 (None: never), init half-life
 DENSE = [(0.2, 0.5, None, 10.0), (0.4, 0.5, None, 20.0), (0.6, 0.5, None, 30.0)]
@@ -63,7 +67,7 @@ def fill_known(path: Path, spec_accuracy=None, dense_accuracy=None, paper=True) 
     for seed, (acc, ce, reach, hl) in enumerate(DENSE):
         acc = dense_accuracy[seed] if dense_accuracy else acc
         extra = {"paper": {"accuracy": 0.5, "bpc": 1.4}} if paper else {}
-        add(st, cfg(seed=seed, options=COPY, match="hidden", **extra),
+        add(st, cfg(seed=seed, options=COPY, definition=COPY_DEFINITION, match="hidden", **extra),
             copy_rows(acc, ce, reach, hl, [0.010, 0.012, 0.011], 300, {1: 1.0, 10: 0.5, 100: 0.1, 1000: 0.001}))
     for seed, (acc, ce, reach, hl) in enumerate(SPEC):
         acc = spec_accuracy[seed] if spec_accuracy else acc
@@ -71,11 +75,13 @@ def fill_known(path: Path, spec_accuracy=None, dense_accuracy=None, paper=True) 
         rows = copy_rows(acc, ce, reach, hl, [0.02, 0.02, 0.02], 290, {1: 1.0, 10: 0.99, 100: 0.9, 1000: 0.5})
         if seed < 2:
             rows.append((0, "final", "half_life", 150.0 + 10 * seed))
-        add(st, cfg(transition="spectral", topts=SPECTRAL, seed=seed, options=COPY, match="hidden", **extra), rows)
+        add(st, cfg(transition="spectral", topts=SPECTRAL, seed=seed, options=COPY, definition=COPY_DEFINITION,
+                    match="hidden", **extra), rows)
     # the adding task under the equal-parameter regime (a second table with its own header)
     for seed in range(2):
-        add(st, cfg(name="adding", seed=seed, hidden=20, options={"T": 10, "baseline": 1 / 6}, match="params",
-                    budget=1000), [(0, "test", "mse", 0.1 + 0.02 * seed), (0, "summary", "params", 990)])
+        add(st, cfg(name="adding", seed=seed, hidden=20, options={"T": 10}, match="params", budget=1000,
+                    definition={"task": "adding", "baseline": 1 / 6, "baseline_metric": "mse"}),
+            [(0, "test", "mse", 0.1 + 0.02 * seed), (0, "summary", "params", 990)])
     return path
 
 
@@ -127,17 +133,20 @@ def test_table_aggregates_seeds_exactly(known):
 def test_table_text_marks_best_and_states_regime(known):
     _, index = known
     md = (index.parent / "report.md").read_text()
-    assert "**0.95 ± 0.05**" in md and "| 0.4 ± 0.2 " in md                  # best accuracy bold, the other not
-    assert "40 ± 14 (2/3 reached)" in md
+    # 95% t intervals: mean ± t(0.975, n − 1)·s/√n, t(0.975, 2) = 4.3027, t(0.975, 1) = 12.706
+    assert "**0.95 [0.826, 1.07]**" in md and "| 0.4 [-0.0968, 0.897] " in md   # best accuracy bold, the other not
+    assert "40 [-87, 167] (2/3 reached)" in md                              # 30, 50: 40 ± 12.706·14.14/√2
     assert "not reached (3/3)" in md
     assert "**11**" in md                                                     # dense is faster: 11 ms, no spread
-    assert "155 ± 7.1 (2/3)" in md                                          # two seeds: 150, 160
+    assert "155 [91.5, 219] (2/3)" in md                                    # two seeds: 150, 160
     assert "Regime: equal hidden size (hidden size 16)" in md
     assert "Regime: equal parameter count (budget 1,000 parameters" in md
-    assert "mean ± std over seeds" in md
+    assert "mean [95% interval] over seeds" in md and "scipy.stats.t" in md and "Holm" in md
     page = index.read_text()
-    assert '<td class="num best">0.95<span class="sd">± 0.05</span></td>' in page
-    assert '<td class="num">0.4<span class="sd">± 0.2</span></td>' in page
+    assert '<td class="num best" title="reference 0.125">0.95<span class="sd">[0.826, 1.07]</span></td>' in page
+    # dense's interval reaches chance accuracy (0.125): marked "?", never best
+    assert ('<td class="num nolearn" title="the interval reaches the baseline; reference 0.125">0.4 '
+            '<span class="mark">?</span><span class="sd">[-0.0968, 0.897]</span></td>') in page
     csv = pd.read_csv(index.parent / "tables" / "task-copy-results.csv")
     assert csv["accuracy_test_mean"].round(6).tolist() == [0.4, 0.95]
 
@@ -147,7 +156,7 @@ def test_paper_vs_measured_never_fills_measured_from_paper(known):
     paper = pd.read_csv(index.parent / "tables" / "paper_vs_measured.csv", keep_default_na=False, dtype=str)
     rows = {(r.transition, r.figure): r for r in paper.itertuples()}
     spec = rows[("spectral", "accuracy")]
-    assert spec.paper == "0.97" and spec.measured == "0.95 ± 0.05 (n=3)"
+    assert spec.paper == "0.97" and spec.measured == "0.95 [0.826, 1.07] (n=3)"
     assert spec._8 == "source: Table 2"
     assert rows[("dense", "bpc")].measured == "not measured"
     assert "Paper vs measured" in index.read_text()
@@ -173,7 +182,7 @@ def test_one_color_per_transition_and_shades_for_options(tmp_path):
 
 # -- figures and the page ----------------------------------------------------------------
 EXPECTED_FIGURES = ["jacobian_norm", "gradient_flow", "learning_curves_copy", "learning_curves_adding",
-                    "learning_curves_pixel_mnist", "singular_values_training", "singular_value_spectrum",
+                    "learning_curves_pixels", "singular_values_training", "singular_value_spectrum",
                     "lyapunov_spectrum", "speed"]
 
 
@@ -314,7 +323,7 @@ def test_against_flags_regressions_beyond_seed_spread(tmp_path, capsys):
     cmp = pd.read_csv(tmp_path / "r" / "tables" / "comparison.csv")
     acc = cmp[cmp["figure"].str.startswith("accuracy")].set_index("transition")
     assert acc.loc["dense", "verdict"] == "regression"
-    assert acc.loc["spectral", "verdict"] == "within spread"
+    assert acc.loc["spectral", "verdict"] == "worse (within threshold)"      # −1%: under the 10% threshold
     assert acc.loc["dense", "change"].startswith("-0.507")
     assert (cmp.loc[cmp["figure"] == "params", "verdict"] == "unchanged").all()
     html = (tmp_path / "r" / "index.html").read_text()

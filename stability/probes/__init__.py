@@ -12,7 +12,7 @@
 - :func:`init_study` — any probe over transitions × options × seeds at initialization.
 
 Every probe takes the model first and works on any model with the duck-typed contract
-described in :mod:`stability.probes.jacobian` (``.transition.matrix()``,
+described in :mod:`stability.probes.inputs` (``.transition.matrix()``,
 ``.activation_derivative(hidden_states)``, ``model(x, h0) -> (outputs, hidden_states)``),
 in the model's dtype and on its device. Probes never write files.
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .gradients import grad_ratio, gradient_flow
+from .gradients import grad_ratio, gradient_flow, step_norms
 from .jacobian import half_life, jacobian_decay
 from .lyapunov import lyapunov_spectrum, top_exponent
 from .spectrum import spectrum, spectrum_summary
@@ -60,12 +60,11 @@ def _lyapunov_rows(df, split: str) -> list:
 
 
 def _gradient_rows(df, split: str) -> list:
-    g = df.groupby("t")["grad_norm"].apply(lambda v: float((v ** 2).sum() ** 0.5))
-    rows = [(int(t), split, "grad_norm", float(v)) for t, v in g.items()]
+    rows = [(int(t), split, "grad_norm", float(v)) for t, v in step_norms(df).items()]
     return rows + [(0, split, "grad_ratio", float(grad_ratio(df)))]
 
 
-JACOBIAN_SCALARS = ("half_life", "decay_rate")
+JACOBIAN_SCALARS = ("half_life", "decay_rate", "max_gap", "fit_min_gap", "fit_max_gap")
 SPECTRUM_SCALARS = ("sigma_min", "sigma_max", "condition", "spectral_radius", "orthogonality_error")
 
 register("jacobian", inputs=("x",), rows=_jacobian_rows, scalars=JACOBIAN_SCALARS,

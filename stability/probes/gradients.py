@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .inputs import check_h0, check_model, check_sequence
 
-__all__ = ["gradient_flow", "grad_ratio"]
+__all__ = ["gradient_flow", "grad_ratio", "step_norms"]
 
 
 def gradient_flow(model, x: Tensor, loss_fn, y, h0: Tensor | None = None, *,
@@ -126,17 +126,23 @@ def _ratio(first: float, last: float) -> float:
     return math.nan if first == 0 else math.inf
 
 
+def step_norms(df: pd.DataFrame) -> pd.Series:
+    """‖∂L/∂h_t‖ of the whole batch per t (index t, sorted) from a :func:`gradient_flow` frame:
+    per-sample rows combined as √(Σ_b ‖∂L/∂h_t^{(b)}‖²) without squaring into underflow."""
+    if not isinstance(df, pd.DataFrame) or not {"t", "grad_norm"} <= set(df.columns):
+        raise TypeError(f"df must be a DataFrame from gradient_flow (columns 't', 'grad_norm'), "
+                        f"got {type(df).__name__}")
+    return df.groupby("t")["grad_norm"].apply(
+        lambda v: float(scaled_norm(torch.tensor(v.to_numpy(dtype=float)), dim=0))).sort_index()
+
+
 def grad_ratio(df: pd.DataFrame) -> float:
     """‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ from a :func:`gradient_flow` frame (the whole batch's norms).
 
     Per-sample rows are combined as √(Σ_b ‖∂L/∂h_t^{(b)}‖²), the norm of the whole gradient.
     inf when the last gradient is 0 and the first is not, NaN when both are 0.
     """
-    if not isinstance(df, pd.DataFrame) or not {"t", "grad_norm"} <= set(df.columns):
-        raise TypeError(f"df must be a DataFrame from gradient_flow (columns 't', 'grad_norm'), "
-                        f"got {type(df).__name__}")
-    total = df.groupby("t")["grad_norm"].apply(
-        lambda v: float(scaled_norm(torch.tensor(v.to_numpy(dtype=float)), dim=0))).sort_index()
+    total = step_norms(df)
     if len(total) < 2:
         raise ValueError(f"df holds {len(total)} step(s); the ratio needs at least 2")
     return _ratio(float(total.iloc[0]), float(total.iloc[-1]))

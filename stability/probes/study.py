@@ -1,8 +1,7 @@
 """Initialization studies: one probe over transitions × options × seeds, as one DataFrame.
 
     from stability.probes import init_study, half_life
-    df = init_study(["dense", ("spectral", [{"reflectors": 16, "margin": 0.1},
-                                            {"reflectors": 16, "margin": 0.5}])],
+    df = init_study(["dense", ("spectral", {"reflectors": 16, "margin": [0.1, 0.5]})],
                     "jacobian", seeds=[0, 1, 2], hidden_size=128, T=200)
     df.groupby(["transition", "options", "gap"])["spectral"].mean()
 
@@ -19,6 +18,7 @@ The caller's RNG state is restored afterwards.
 from __future__ import annotations
 
 import inspect
+import itertools
 from typing import Callable, Iterable
 
 import pandas as pd
@@ -58,8 +58,8 @@ def _expand(transitions) -> list[tuple[str, dict]]:
         name, opts = entry
         if opts is None:
             opts = [{}]
-        elif isinstance(opts, dict):
-            opts = [opts]
+        elif isinstance(opts, dict):  # a suite's form: every list is a grid axis
+            opts = _grid(opts)
         for o in opts:
             if not isinstance(o, dict):
                 raise TypeError(f"options for transition {name!r} must be dicts, got {o!r}")
@@ -67,6 +67,14 @@ def _expand(transitions) -> list[tuple[str, dict]]:
     if not out:
         raise ValueError("transitions is empty; give at least one transition name")
     return out
+
+
+def _grid(options: dict) -> list[dict]:
+    """Every combination of the list-valued options, as in a suite's ``options`` (to pass a list as
+    one value, wrap it in another list)."""
+    keys = list(options)
+    axes = [options[k] if isinstance(options[k], list) else [options[k]] for k in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
 
 
 def _probe(probe) -> tuple[str, Callable]:
@@ -101,8 +109,8 @@ def init_study(transitions, probe, seeds: Iterable[int] = (0,), *, hidden_size: 
 
     Args:
         transitions: a name (``"dense"``), a list of names and ``(name, options)`` pairs where
-            options is a dict or a list of dicts (one model per dict), or a dict
-            ``{name: options or [options, ...]}``.
+            options is a dict whose lists are grid axes (a suite's ``options``: ``{"margin": [0.1, 0.5]}``
+            is two models) or a list of dicts (one model per dict), or a dict ``{name: options}``.
         probe: a registered probe name (:func:`stability.probes.available`) or a callable
             ``probe(model, x=..., loss_fn=..., y=..., **probe_options)`` taking those of
             x, loss_fn, y it names.

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig
+from ..config import Definition, RunConfig
 from ..store import Store, StoreError
 
 # -- configurations ------------------------------------------------------------------
@@ -332,8 +332,8 @@ def baseline_of(config: dict, data: RunData | None = None, metric: str | None = 
     """The task's baseline loss (its ``definition()["baseline"]``); None where the task has none, or
     when the baseline is in another metric than ``metric`` (a copy baseline in CE is no baseline
     for an accuracy)."""
-    cfg = RunConfig.from_dict(config)
-    unit, b = cfg.baseline_metric, cfg.baseline
+    task = Definition(config.get("definition") or {})
+    unit, b = task.baseline_metric, task.baseline
     if b is None or metric is None or not unit or metric in (unit, "loss"):
         return b
     if unit == "ce" and metric in CE_UNITS:  # the same baseline in the units of the metric

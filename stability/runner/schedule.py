@@ -110,6 +110,12 @@ def _window(executor: cf.Executor, workers: int) -> int:
     return max(1, workers)
 
 
+def short_label(label: str, width: int = 72) -> str:
+    """A run label cut to ``width`` from the left: its end (transition, options, size, seed) is what
+    tells the runs of one experiment apart."""
+    return label if len(label) <= width else "…" + label[-(width - 1):]
+
+
 def last_line(text: str) -> str:
     """The last non-empty line of an error text (what a one-line report shows)."""
     lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
@@ -129,6 +135,7 @@ def run_suite(suite: Suite, store, *, workers: int = 1, executor: cf.Executor | 
     in this process and cores/workers in a local pool).
     """
     echo = echo or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    terminal = sys.stderr.isatty()  # off a terminal (a log file, CI): one plain line per finished run
     summary = RunSummary(total=len(suite.runs))
     done = set() if force else store.finished_ids()
     todo = [r for r in suite.runs if r.id not in done]
@@ -143,12 +150,14 @@ def run_suite(suite: Suite, store, *, workers: int = 1, executor: cf.Executor | 
     inline = isinstance(ex, InlineExecutor)
     width = window or _window(ex, workers)
     envs: dict[str, dict] = {}
-    bar = tqdm(total=len(todo), desc=suite.name, unit="run", disable=not progress, dynamic_ncols=True,
-               file=sys.stderr)
+    bar = tqdm(total=len(todo), desc=suite.name, unit="run", disable=not (progress and terminal),
+               dynamic_ncols=True, file=sys.stderr)
+    count = 0
     pending: dict[cf.Future, Run] = {}
     queue = iter(todo)
 
     def record(run: Run, fut: cf.Future) -> None:
+        nonlocal count
         try:
             result = fut.result()
         except Exception:
@@ -161,6 +170,10 @@ def run_suite(suite: Suite, store, *, workers: int = 1, executor: cf.Executor | 
         else:
             store.finish(run.id, result["metrics"])
             summary.finished += 1
+            if progress and not terminal:
+                print(f"[{count + 1}/{len(todo)}] finished {run.label} ({result.get('wall_time', 0.0):.1f}s)",
+                      flush=True)
+        count += 1
         bar.update(1)
 
     def submit_next() -> bool:
@@ -177,9 +190,9 @@ def run_suite(suite: Suite, store, *, workers: int = 1, executor: cf.Executor | 
             env["threads"] = threads
         store.start(run.id, suite.name, run.config.to_dict(), env)
         if inline:
-            bar.set_postfix_str(run.label[:60], refresh=True)
+            bar.set_postfix_str(short_label(run.label), refresh=True)
         long_run = run.config.train.get("steps", 0) >= LONG_RUN_STEPS
-        rt = {**run.runtime, "progress": bool(progress and inline and long_run), "threads": threads}
+        rt = {**run.runtime, "progress": bool(progress and terminal and inline and long_run), "threads": threads}
         fut = ex.submit(execute_run, run.config.to_dict(), rt)
         if inline:
             record(run, fut)
