@@ -40,15 +40,18 @@ class RunConfig:
     match: str = "hidden"           # comparison regime (MATCHES)
     budget: int | None = None       # the parameter budget with match = "params"
     measure: dict | None = None     # task runs: {"probes": [names], "batch": B}, at init and after training
+    model: dict = field(default_factory=dict)        # RecurrentNet options beyond the defaults (input_init)
     definition: dict = field(default_factory=dict)   # the task's definition() (baseline, thresholds, protocol)
     paper: dict = field(default_factory=dict)        # figures reported by the paper, for comparison
 
     # -- JSON --------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """The plain-JSON form stored with every run (``measure``/``definition`` only for tasks,
-        ``paper`` only when given)."""
+        ``paper`` and ``model`` only when given)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)
-               if f.name not in ("measure", "definition", "paper")}
+               if f.name not in ("measure", "definition", "paper", "model")}
+        if self.model:  # absent when every model option is at its default (the ids of older runs hold)
+            out["model"] = self.model
         if self.kind == "task":
             out["measure"] = self.measure if self.measure is not None else {"probes": [], "batch": 8}
             out["definition"] = self.definition

@@ -6,6 +6,14 @@ The transition is any registered :class:`~stability.transitions.Transition`; the
 sequence then runs in one recurrence engine (:mod:`stability.recurrence`).
 Integer inputs of shape (T, B) are read as token ids, exactly equivalent to one-hot
 vectors of size ``input_size`` (computed as an embedding lookup of W_in's columns).
+
+``input_init`` chooses the initialization of W_in, b, W_out, c:
+
+- ``"torch"`` (default): ``nn.Linear``'s own, weights and biases U(±1/√fan_in);
+- ``"glorot"``: Glorot-uniform weights, U(±√(6/(fan_in + fan_out))), and zero biases, the
+  TensorFlow ``get_variable`` defaults of the official Spectral-RNN cell;
+- ``"official"``: exactly the official Spectral-RNN code (``code/spectral_rnn.py``, ``code/rnn.py``):
+  Glorot-uniform W_in and zero b, but W_out and c truncated normal (σ = 0.1, cut at ±0.2).
 """
 from __future__ import annotations
 
@@ -16,6 +24,11 @@ from . import transitions
 from .recurrence import (ENGINES, NONLINEARITIES, derivative_from_output, fused_recurrence,
                          loop_recurrence, native_recurrence, resolve_engine)
 from .checks import check_choice, check_size
+
+#: initializations of the input map and readout (see the module docstring)
+INPUT_INITS = ("torch", "glorot", "official")
+#: the official readout's truncated normal: standard deviation, cut at ±2σ (TensorFlow's truncated_normal)
+OFFICIAL_READOUT_STD = 0.1
 
 
 class RecurrentNet(nn.Module):
@@ -28,18 +41,20 @@ class RecurrentNet(nn.Module):
         nonlinearity: ``"tanh"`` or ``"relu"`` (the official Spectral-RNN code uses relu).
         engine: ``"auto"`` (fused BPTT on CPU, PyTorch's kernel on CUDA), ``"fused"``,
             ``"native"`` or ``"loop"`` (the plain reference).
+        input_init: ``"torch"`` (default), ``"glorot"`` or ``"official"`` (module docstring).
         **transition_options: passed to the transition's constructor.
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int,
                  transition: str | transitions.Transition = "dense", nonlinearity: str = "tanh",
-                 engine: str = "auto", **transition_options):
+                 engine: str = "auto", input_init: str = "torch", **transition_options):
         super().__init__()
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.output_size = check_size("output_size", output_size)
         self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
         self.engine = check_choice("engine", engine, ENGINES)
+        self.input_init = check_choice("input_init", input_init, INPUT_INITS)
         if isinstance(transition, transitions.Transition):
             if transition_options:
                 raise TypeError("transition options are only accepted with a transition name")
@@ -52,6 +67,29 @@ class RecurrentNet(nn.Module):
             raise TypeError(f"transition must be a name or a Transition, got {type(transition).__name__}")
         self.input_map = nn.Linear(input_size, hidden_size)
         self.readout = nn.Linear(hidden_size, output_size)
+        if self.input_init != "torch":  # "torch": nn.Linear has just drawn them
+            self.reset_input_and_readout()
+
+    @torch.no_grad()
+    def reset_input_and_readout(self) -> None:
+        """(Re-)initialize W_in, b, W_out, c as ``input_init`` says (``"torch"``: nn.Linear's own)."""
+        if self.input_init == "torch":
+            self.input_map.reset_parameters()
+            self.readout.reset_parameters()
+            return
+        nn.init.xavier_uniform_(self.input_map.weight)
+        nn.init.zeros_(self.input_map.bias)
+        if self.input_init == "glorot":
+            nn.init.xavier_uniform_(self.readout.weight)
+            nn.init.zeros_(self.readout.bias)
+        else:
+            std = OFFICIAL_READOUT_STD
+            nn.init.trunc_normal_(self.readout.weight, std=std, a=-2 * std, b=2 * std)
+            nn.init.trunc_normal_(self.readout.bias, std=std, a=-2 * std, b=2 * std)
+
+    def options(self) -> dict:
+        """The model's own options (besides sizes and the transition's): for logging and result rows."""
+        return {"nonlinearity": self.nonlinearity, "input_init": self.input_init}
 
     @property
     def transition_name(self) -> str:
@@ -123,4 +161,4 @@ class RecurrentNet(nn.Module):
         return self.readout(states), states
 
     def extra_repr(self) -> str:
-        return f"nonlinearity={self.nonlinearity!r}, engine={self.engine!r}"
+        return f"nonlinearity={self.nonlinearity!r}, engine={self.engine!r}, input_init={self.input_init!r}"

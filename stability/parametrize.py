@@ -54,8 +54,6 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 
-import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -146,33 +144,6 @@ def _polar(q64: Tensor, det_sign: float | None = None) -> Tensor:
         u = u.clone()
         u[:, -1] = -u[:, -1]
     return u @ vh
-
-
-def _orthogonal_log(q64: Tensor) -> Tensor:
-    """A real skew-symmetric S with expm(S) = q for an orthogonal q of determinant +1.
-
-    Real Schur form q = Z T Zᵀ: T is block diagonal (q is normal) with 2×2 rotation blocks
-    (angle θ → log block θ[[0, −1], [1, 0]]), +1's (log 0) and an even number of −1's, paired
-    into rotations by π.
-    """
-    t, z = scipy.linalg.schur(q64.cpu().numpy(), output="real")
-    n = t.shape[0]
-    log = np.zeros((n, n))
-    negatives = []
-    i = 0
-    while i < n:
-        if i + 1 < n and t[i + 1, i] != 0.0:
-            theta = math.atan2((t[i + 1, i] - t[i, i + 1]) / 2, (t[i, i] + t[i + 1, i + 1]) / 2)
-            log[i, i + 1], log[i + 1, i] = -theta, theta
-            i += 2
-        else:
-            if t[i, i] < 0:
-                negatives.append(i)
-            i += 1
-    for a, b in zip(negatives[0::2], negatives[1::2]):
-        log[a, b], log[b, a] = -math.pi, math.pi
-    s = z @ log @ z.T
-    return torch.from_numpy((s - s.T) / 2).to(q64.device)
 
 
 class _MatrixParametrization(nn.Module):
@@ -266,7 +237,7 @@ class SpectralMatrix(_MatrixParametrization):
             p = self._clip_to_p(s)
         u_dense = reflectors_from_orthogonal(u)[: self.k_u]
         v_dense = reflectors_from_orthogonal(vh.T)[: self.k_v]
-        values = (u_dense[self.u._rows, self.u._cols], v_dense[self.v._rows, self.v._cols], p)
+        values = (self.u.entries(u_dense), self.v.entries(v_dense), p)
         return tuple(t.to(dtype=w.dtype, device=w.device) for t in values)
 
     def _clip_to_p(self, s: Tensor) -> Tensor:
@@ -317,7 +288,7 @@ class OrthogonalMatrix(_MatrixParametrization):
         if self.map == "exprnn":
             return 1.0
         if self.map == "cayley":
-            return -1.0 if self.transition.negatives % 2 else 1.0
+            return self.transition.determinant()
         return None
 
     @torch.no_grad()
@@ -353,22 +324,11 @@ class OrthogonalMatrix(_MatrixParametrization):
         return x.to(dtype=w.dtype, device=w.device)
 
     def _inverse(self, q: Tensor, tol: float) -> Tensor:
-        t = self.transition
-        if self.map == "householder":
-            return reflectors_from_orthogonal(q)[: t.reflectors]
-        if self.map == "exprnn":
-            skew = _orthogonal_log(q)
-        else:  # cayley: W = (I + A)⁻¹(I − A) D, so C = W D and A = (I + C)⁻¹(I − C)
-            c = q * t.d.to(q)
-            eye = torch.eye(self.n, dtype=q.dtype, device=q.device)
-            cond = float(torch.linalg.cond(eye + c))
-            if not math.isfinite(cond) or cond > 1.0 / tol:
-                raise ValueError(f"{self._where}: W·D has an eigenvalue at (or near) −1 (cond(I + W·D) = "
-                                 f"{cond:.3g}), which the Cayley map cannot reach; choose another `negatives` "
-                                 f"or fit='none'")
-            skew = torch.linalg.solve(eye + c, eye - c)
-            skew = (skew - skew.T) / 2
-        return skew[t._rows, t._cols]
+        """The map's own inverse (a public transition method; it never reads the removed parameter)."""
+        try:
+            return self.transition.inverse(q, tol)[self._param]
+        except ValueError as exc:
+            raise ValueError(f"{self._where}: {exc}; or fit='none'") from None
 
     def extra_repr(self) -> str:
         return f"map={self.map!r}, n={self.n}, " + super().extra_repr()

@@ -6,9 +6,11 @@ returns a long pandas DataFrame with columns ``step, split, metric, value`` (nam
 ``docs/contracts.md``):
 
 - ``split="train"``: the training objective ``loss``, the task's metrics on the training batch
-  and ``step_time`` (seconds for forward, backward, clipping and the optimizer step), every
-  ``log_every`` steps; ``step`` counts the updates made, so the row of step s is the batch of
-  the s-th update.
+  and ``step_time`` (seconds for forward, backward, clipping, the optimizer step and the
+  transitions' :meth:`~stability.transitions.Transition.after_step`), every ``log_every`` steps;
+  ``step`` counts the updates made, so the row of step s is the batch of the s-th update. With
+  ``lr_decay``, also ``lr``: the learning rate that update used (that of ``lr``'s group; the
+  transition's group, under ``transition_lr``, decays by the same factor).
 - ``split`` in the task's ``periodic_splits`` (e.g. ``"valid"``): the task's metrics on that
   split before training (step 0), every ``eval_every`` steps and after the last step.
 - ``split`` in the task's ``final_splits`` (e.g. ``"test"``): once, after the last step.
@@ -23,6 +25,15 @@ from one segment to the next and resetting it at each epoch; they are evaluated 
 evaluation split(s). With the model built the same way, the same seed gives the same numbers,
 bit for bit, on CPU (``step_time`` aside). A non-finite loss stops training at that step (with a
 warning; its update is not applied); the last evaluations and probes then run on that model.
+
+After every optimizer step, every transition of the model that owns parameters gets its
+``after_step()`` hook (:func:`after_step`): e.g. the Spectral-RNN's re-normalization of its
+reflector rows. A training loop of your own should call ``after_step(model)`` the same way.
+
+**Learning-rate decay** (``lr_decay``, ``decay_every``): the s-th update (s = 1, 2, …) uses
+``lr · lr_decay ** ((s − 1) // E)`` with E = ``decay_every`` updates, or E = the task's
+``steps_per_epoch(batch_size)`` for ``decay_every="epoch"`` (data sets only: pixels, PTB); the
+official Spectral-RNN protocol is ``lr_decay=0.99, decay_every="epoch"`` (:func:`decayed_lr`).
 """
 from __future__ import annotations
 
@@ -35,10 +46,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from .optim import (OPTIMIZERS, after_step, check_lr_decay, decayed_lr, make_optimizer,  # noqa: F401 (re-exported)
+                    model_transitions)
 from .probes import measure
 from .tasks.base import Task, check_int
 
-OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 #: probes ``train`` can schedule: name -> (registered probe, the scalar figures it records)
 PROBES = {"half_life": ("jacobian", ("half_life", "decay_rate")), "spectrum": ("spectrum", ("sigma_min", "sigma_max"))}
 #: sequences in the fixed batch the Jacobian probe runs on
@@ -68,26 +80,6 @@ def check_sizes(model: nn.Module, task: Task) -> None:
         raise ValueError(f"task {task.name!r} needs a model with input_size={task.input_size} and "
                          f"output_size={task.output_size}; this model has input_size={got_in}, "
                          f"output_size={got_out}")
-
-
-def make_optimizer(model: nn.Module, optimizer: str, lr: float, transition_lr: float | None) -> torch.optim.Optimizer:
-    """The optimizer over the model's parameters; the transition's own get ``transition_lr`` if given."""
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r} is not known; allowed: {', '.join(map(repr, OPTIMIZERS))}")
-    for name, value in (("lr", lr), ("transition_lr", transition_lr)):
-        if value is None and name == "transition_lr":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"{name}={value!r} must be a number > 0")
-    transition = getattr(model, "transition", None)
-    own = list(transition.parameters()) if isinstance(transition, nn.Module) else []
-    ids = {id(p) for p in own}
-    rest = [p for p in model.parameters() if id(p) not in ids]
-    groups = [{"params": rest, "lr": float(lr)}]
-    if own:
-        groups.append({"params": own, "lr": float(transition_lr if transition_lr is not None else lr)})
-    groups = [g for g in groups if g["params"]]
-    return OPTIMIZERS[optimizer](groups, lr=float(lr))
 
 
 def _to(x: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -184,7 +176,8 @@ def train(model: nn.Module, task: Task, steps: int, *, batch_size: int = 32, opt
           lr: float = 1e-3, transition_lr: float | None = None, clip: float | None = None,
           eval_every: int | None = None, eval_batches: int | None = None, log_every: int = 1,
           seed: int = 0, probes: dict[str, int] | None = None, progress: bool = True,
-          callback: Callable[[list[Row]], None] | None = None) -> pd.DataFrame:
+          callback: Callable[[list[Row]], None] | None = None, lr_decay: float | None = None,
+          decay_every: int | str = "epoch") -> pd.DataFrame:
     """Train ``model`` on ``task`` for ``steps`` updates; return the metric rows (see the module docstring).
 
     Args:
@@ -207,6 +200,10 @@ def train(model: nn.Module, task: Task, steps: int, *, batch_size: int = 32, opt
             and at the end.
         progress: show a tqdm progress bar.
         callback: called with each new list of ``(step, split, metric, value)`` rows as they come.
+        lr_decay: multiply every learning rate by this factor, a finite number in (0, 1], every
+            ``decay_every`` updates (None: constant learning rates).
+        decay_every: an int >= 1 (updates), or ``"epoch"`` (the task's ``steps_per_epoch``: data
+            sets only; the official Spectral-RNN protocol is ``lr_decay=0.99`` per epoch).
     """
     if not isinstance(task, Task):
         raise TypeError(f"task must be a stability.tasks.Task (stability.tasks.create(name, ...)), "
@@ -226,9 +223,12 @@ def train(model: nn.Module, task: Task, steps: int, *, batch_size: int = 32, opt
         raise ValueError(f"clip={clip!r} must be a number >= 0 (None or 0: no clipping)")
     schedule = _check_probes(probes)
     check_sizes(model, task)
+    decay_steps = check_lr_decay(lr_decay, decay_every, task, batch_size)
     device, dtype = model_device_dtype(model)
     opt = make_optimizer(model, optimizer, lr, transition_lr)
+    base_lrs = [g["lr"] for g in opt.param_groups]
     params = [p for g in opt.param_groups for p in g["params"]]
+    hooked = model_transitions(model)
     generator = torch.Generator().manual_seed(seed)
     probe_x = None
     if "half_life" in schedule:
@@ -301,7 +301,12 @@ def train(model: nn.Module, task: Task, steps: int, *, batch_size: int = 32, opt
                 break
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, float(clip))
+            if decay_steps is not None:
+                for group, base in zip(opt.param_groups, base_lrs):
+                    group["lr"] = decayed_lr(base, step, lr_decay, decay_steps)
             opt.step()
+            for transition in hooked:
+                transition.after_step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - start
@@ -310,7 +315,8 @@ def train(model: nn.Module, task: Task, steps: int, *, batch_size: int = 32, opt
             if step % log_every == 0 or step == steps:
                 metrics = task.metrics(out.detach(), y)
                 emit([(step, "train", "loss", value)] + [(step, "train", k, float(v)) for k, v in metrics.items()]
-                     + [(step, "train", "step_time", elapsed)])
+                     + [(step, "train", "step_time", elapsed)]
+                     + ([(step, "train", "lr", opt.param_groups[0]["lr"])] if decay_steps is not None else []))
                 bar.set_postfix(loss=f"{value:.4g}", refresh=False)
             bar.update(1)
             evaluated = False

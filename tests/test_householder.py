@@ -1,4 +1,6 @@
 """Compact-WY Householder products against the plain sequential definition (float64)."""
+import math
+
 import pytest
 import torch
 
@@ -75,3 +77,20 @@ def test_bad_shapes(bad):
 def test_not_a_tensor():
     with pytest.raises(TypeError, match="torch.Tensor"):
         householder_product([[1.0, 2.0]])
+
+
+@pytest.mark.parametrize("name", ["identity", "blocks"])
+def test_reflectors_from_structured_orthogonal_are_never_zero(name):
+    """A zero row gets a zero gradient (it would never train): only the last, one-coordinate row may be zero."""
+    n = 8
+    q = torch.eye(n, dtype=torch.float64)
+    if name == "blocks":  # 2×2 rotations on the diagonal, as the expRNN/scoRNN inits draw them
+        for i, angle in zip(range(0, n, 2), (0.3, -1.2, 2.0, 0.0)):
+            c, s = math.cos(angle), math.sin(angle)
+            q[i:i + 2, i:i + 2] = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    vs = reflectors_from_orthogonal(q)
+    assert bool((vs[:-1].norm(dim=1) > 1e-3).all())
+    assert (householder_product(vs) - q).abs().max() < 1e-14
+    v = vs.clone().requires_grad_(True)
+    (householder_product(v) * torch.randn(n, n, dtype=torch.float64)).sum().backward()
+    assert bool((v.grad[:-1].norm(dim=1) > 0).all())

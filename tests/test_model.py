@@ -1,9 +1,12 @@
 """RecurrentNet: every recurrence engine against the plain Python loop, in float64."""
+import math
+
 import pytest
 import torch
 
 from stability import RecurrentNet
 from stability.recurrence import fused_recurrence, loop_recurrence
+from stability.transitions import create
 
 BUILTINS = ["cayley", "dense", "exprnn", "householder", "spectral"]
 
@@ -146,3 +149,35 @@ def test_cuda_engines_match_cpu(transition):
         assert rel(got[0].cpu(), ref[0]) < 1e-8
         for name in ref[2]:
             assert rel(got[2][name].cpu(), ref[2][name]) < 1e-8
+
+
+@pytest.mark.parametrize("input_init", ["glorot", "official"])
+def test_official_input_and_readout_init(input_init):
+    torch.manual_seed(4)
+    model = RecurrentNet(30, 50, 7, "spectral", input_init=input_init)
+    w_in, w_out = model.input_map.weight, model.readout.weight
+    bound_in = math.sqrt(6 / (30 + 50))
+    assert w_in.abs().max() <= bound_in and w_in.abs().max() > 0.95 * bound_in  # U(±√(6/(fan_in+fan_out)))
+    assert abs(w_in.std().item() - bound_in / math.sqrt(3)) < 0.05 * bound_in
+    assert torch.equal(model.input_map.bias, torch.zeros(50))
+    if input_init == "glorot":
+        bound_out = math.sqrt(6 / (50 + 7))
+        assert w_out.abs().max() <= bound_out and w_out.abs().max() > 0.9 * bound_out
+        assert torch.equal(model.readout.bias, torch.zeros(7))
+    else:  # the official readout: truncated normal, σ = 0.1, cut at ±0.2, weights and bias
+        assert w_out.abs().max() <= 0.2 and 0.07 < w_out.std().item() < 0.1
+        assert model.readout.bias.abs().max() <= 0.2 and model.readout.bias.abs().max() > 0
+    assert model.options() == {"nonlinearity": "tanh", "input_init": input_init}
+
+
+def test_default_input_init_is_nn_linear_and_draws_as_before():
+    torch.manual_seed(5)
+    model = RecurrentNet(3, 6, 2, "dense")
+    torch.manual_seed(5)
+    transition = create("dense", 6)
+    lin_in, lin_out = torch.nn.Linear(3, 6), torch.nn.Linear(6, 2)
+    assert torch.equal(model.transition.weight, transition.weight)
+    assert torch.equal(model.input_map.weight, lin_in.weight) and torch.equal(model.readout.bias, lin_out.bias)
+    assert model.options()["input_init"] == "torch"
+    with pytest.raises(ValueError, match=r"input_init='xavier' is not known; allowed: 'torch', 'glorot', 'official'"):
+        RecurrentNet(3, 6, 2, input_init="xavier")

@@ -84,3 +84,30 @@ def test_bad_options():
         create("copy", T=2.5)
     with pytest.raises(ValueError, match="batch_size"):
         create("copy", T=3).sample(0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(T=st.integers(1, 40), K=st.integers(1, 12), batch=st.integers(1, 4), seed=st.integers(0, 2**31))
+def test_exprnn_layout(T, K, batch, seed):
+    """expRNN's 1_copying.py: K symbols, T blanks, the marker at T + K, K − 1 blanks; same targets."""
+    task = create("copy", T=T, K=K, layout="exprnn")
+    ids, y = task.tokens(batch, torch.Generator().manual_seed(seed))
+    L = T + 2 * K
+    assert ids.shape == (L, batch) and task.length == L
+    assert bool(((ids[:K] >= 1) & (ids[:K] <= 8)).all())
+    assert bool((ids[K:T + K] == 0).all())               # T blanks
+    assert bool((ids[T + K] == 9).all())                 # the marker, one step later than "urnn"
+    assert bool((ids[T + K + 1:] == 0).all())            # K − 1 blanks
+    assert bool((y[:T + K] == 0).all()) and torch.equal(y[T + K:], ids[:K])
+    d = task.definition()
+    assert d["layout"] == "exprnn" and d["marker_position"] == T + K
+    # the same symbols and targets as the default layout from the same generator; only the marker moved
+    ids_u, y_u = create("copy", T=T, K=K).tokens(batch, torch.Generator().manual_seed(seed))
+    assert torch.equal(y, y_u) and torch.equal(ids[:K], ids_u[:K])
+    assert bool((ids_u[T + K - 1] == 9).all()) and create("copy", T=T, K=K).definition()["layout"] == "urnn"
+    assert task.baseline == create("copy", T=T, K=K).baseline
+
+
+def test_bad_layout():
+    with pytest.raises(ValueError, match=r"layout='exp' is not known \(did you mean 'exprnn'\?\); allowed: 'urnn', 'exprnn'"):
+        create("copy", layout="exp")

@@ -146,7 +146,7 @@ def test_exprnn_and_cayley_definitions():
     c = T.create("cayley", 6, negatives=2).double()
     a = c.skew()
     eye = torch.eye(6, dtype=torch.float64)
-    d = torch.diag(torch.tensor([-1.0, -1, 1, 1, 1, 1], dtype=torch.float64))
+    d = torch.diag(torch.tensor([1.0, 1, 1, 1, -1, -1], dtype=torch.float64))  # scoRNN: the −1's last
     assert torch.allclose(c.matrix(), torch.linalg.inv(eye + a) @ (eye - a) @ d)
     assert e.skew_params.numel() == 15  # n(n-1)/2 free parameters
 

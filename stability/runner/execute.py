@@ -82,7 +82,7 @@ def execute_run(config: RunConfig | dict, runtime: dict | None = None) -> dict:
 def build_model(cfg: RunConfig, input_size: int, output_size: int) -> RecurrentNet:
     """The run's model, on its device and in its dtype (built from the global RNG: seed first)."""
     model = RecurrentNet(input_size, cfg.hidden_size, output_size, cfg.transition,
-                         nonlinearity=cfg.nonlinearity, **cfg.transition_options)
+                         nonlinearity=cfg.nonlinearity, **cfg.model, **cfg.transition_options)
     return model.to(device=torch.device(cfg.device), dtype=torch_dtype(cfg.dtype))
 
 

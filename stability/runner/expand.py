@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import itertools
 import os
 from dataclasses import dataclass, field
 
@@ -155,6 +156,7 @@ def _expand(spec: dict, origin: str, device: str, dirs: dict[str, str]) -> tuple
             if "steps" not in tdefaults and train_sig.get("steps", inspect.Parameter.empty) is inspect.Parameter.empty:
                 raise SuiteError(f"{origin}: {where}.train needs steps = <training steps>")
             train_grid = [res.train_options(where, g, train_sig) for g in _grid(tdefaults)]
+        model_grid = [res.model_options(where, g) for g in _grid({**spec.get("model", {}), **e.get("model", {})})]
         hidden_axis = _axis(e.get("hidden_size", spec.get("hidden_size", 64)))
         budget_axis = _axis(e["budget"]) if match == "params" else [None]
         if kind == "probe":  # the probe's own options: try them once on a small model
@@ -165,6 +167,8 @@ def _expand(spec: dict, origin: str, device: str, dirs: dict[str, str]) -> tuple
             if kind == "task":
                 task, task_options, definition = res.task(ename, options, runtime.get("data_dir"), where)
                 in_size, out_size = int(task.input_size), int(task.output_size)
+                for tr in train_grid:  # decay_every = "epoch" needs a task with epochs
+                    res.train_options(where, tr, train_sig, task)
             else:
                 task_options, definition = options, {}
                 in_size, out_size = int(options["input_size"]), 1
@@ -175,29 +179,30 @@ def _expand(spec: dict, origin: str, device: str, dirs: dict[str, str]) -> tuple
                                  if match == "params" else hidden_axis)
                         for n in sizes:
                             resolved = res.transition(tname, topts, n, twhere)
-                            for tr in train_grid:
-                                for seed in seeds:
-                                    cfg = RunConfig(
-                                        suite=name, kind=kind, name=ename, transition=tname,
-                                        transition_options=resolved, hidden_size=int(n), nonlinearity=nonlin,
-                                        options=task_options, train=tr if tr is not None else {},
-                                        seed=int(seed), device=device, dtype=dtype, match=match, budget=budget,
-                                        measure=({"probes": measure,
-                                                  "batch": e.get("measure_batch", DEFAULT_MEASURE_BATCH)}
-                                                 if kind == "task" else None),
-                                        definition=definition if kind == "task" else {},
-                                        paper=_paper_for(paper, label, tname))
-                                    tag = f"{tname}({_fmt(topts)})" if topts else tname
-                                    if label != tname:
-                                        tag = f"{label}:{tag}"
-                                    olab = f"({_fmt(given)})" if given else ""
-                                    extra = f" budget={budget}" if budget is not None else ""
-                                    lab = f"{kind}:{ename}{olab} {tag} n={n}{extra} seed={seed}"
-                                    rid = cfg.id
-                                    if rid in runs:
-                                        if runs[rid].label != lab:
-                                                notes.append(f"{lab} resolves to the same config as "
-                                                         f"{runs[rid].label}: run once")
-                                        continue
-                                    runs[rid] = Run(rid, cfg, lab, dict(runtime))
+                            for tr, mo, seed in itertools.product(train_grid, model_grid, seeds):
+                                cfg = RunConfig(
+                                    suite=name, kind=kind, name=ename, transition=tname,
+                                    transition_options=resolved, hidden_size=int(n), nonlinearity=nonlin,
+                                    options=task_options, train=tr if tr is not None else {},
+                                    seed=int(seed), device=device, dtype=dtype, match=match, budget=budget,
+                                    measure=({"probes": measure,
+                                              "batch": e.get("measure_batch", DEFAULT_MEASURE_BATCH)}
+                                             if kind == "task" else None),
+                                    definition=definition if kind == "task" else {},
+                                    paper=_paper_for(paper, label, tname), model=mo)
+                                tag = f"{tname}({_fmt(topts)})" if topts else tname
+                                if label != tname:
+                                    tag = f"{label}:{tag}"
+                                olab = f"({_fmt(given)})" if given else ""
+                                if mo:
+                                    tag += f" [{_fmt(mo)}]"
+                                extra = f" budget={budget}" if budget is not None else ""
+                                lab = f"{kind}:{ename}{olab} {tag} n={n}{extra} seed={seed}"
+                                rid = cfg.id
+                                if rid in runs:
+                                    if runs[rid].label != lab:
+                                            notes.append(f"{lab} resolves to the same config as "
+                                                     f"{runs[rid].label}: run once")
+                                    continue
+                                runs[rid] = Run(rid, cfg, lab, dict(runtime))
     return list(runs.values()), list(dict.fromkeys(notes))

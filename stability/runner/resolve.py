@@ -21,11 +21,13 @@ from ..model import RecurrentNet
 from ..probes.registry import INPUT_OPTIONS
 from ..tasks.pixels import MNIST_ENV
 from ..tasks.ptb import PTB_ENV
-from ..train import OPTIMIZERS, train
+from ..train import OPTIMIZERS, check_lr_decay, train
 from .spec import SuiteError, _unknown_key
 
 #: data sets a task may read from a directory: name -> (CLI option, environment variable)
 DATA_SOURCES = {"ptb": ("--ptb-dir", PTB_ENV), "mnist": ("--mnist-dir", MNIST_ENV)}
+#: RecurrentNet options a suite may set in ``model = {...}`` (the rest of the model is in the config's own fields)
+MODEL_OPTIONS = ("input_init", "engine")
 #: train() arguments that are not training options of a run config
 TRAIN_NOT_CONFIG = ("model", "task", "seed", "progress", "callback")
 
@@ -239,8 +241,23 @@ class Resolver:
             self._tasks[key] = (task, resolved, definition)
         return self._tasks[key]
 
-    def train_options(self, where: str, given: dict, signature: dict) -> dict:
-        """A task run's training options, resolved and checked."""
+    def model_options(self, where: str, given: dict) -> dict:
+        """RecurrentNet options (e.g. ``input_init``) checked by building a small model; only those given
+        are recorded (a config without them keeps the id it always had)."""
+        allowed = [k for k in MODEL_OPTIONS]
+        for k in given:
+            if k not in allowed:
+                raise _unknown_key(self.origin, f"{where}.model", k, allowed)
+        out = plain_json(given, self.origin, f"{where}.model")
+        try:
+            with torch.random.fork_rng(devices=[]):
+                RecurrentNet(1, 1, 1, "dense", **out)
+        except (TypeError, ValueError) as exc:
+            raise SuiteError(f"{self.origin}: {where}.model: {exc}") from None
+        return out
+
+    def train_options(self, where: str, given: dict, signature: dict, task=None) -> dict:
+        """A task run's training options, resolved and checked (against ``task`` where given)."""
         origin = self.origin
         out = {**plain_defaults(signature), **plain_json(given, origin, f"{where}.train")}
         for key in ("steps", "batch_size", "eval_every", "eval_batches"):
@@ -265,6 +282,10 @@ class Resolver:
         opt = out.get("optimizer")
         if opt is not None and (not isinstance(opt, str) or opt not in OPTIMIZERS):
             raise SuiteError(f"{origin}: {where}.train.optimizer = {opt!r}; allowed: {', '.join(OPTIMIZERS)}")
+        try:
+            check_lr_decay(out.get("lr_decay"), out.get("decay_every", "epoch"), task, out.get("batch_size"))
+        except (TypeError, ValueError) as exc:
+            raise SuiteError(f"{origin}: {where}.train: {exc}") from None
         _finite(origin, f"{where}.train", out)
         return out
 

@@ -23,9 +23,9 @@ from ..environment import DTYPES
 from ..recurrence import NONLINEARITIES
 
 SUITE_KEYS = ("name", "description", "seeds", "device", "dtype", "hidden_size", "nonlinearity",
-              "threads", "workers", "train", "transition", "experiment")
+              "threads", "workers", "train", "model", "transition", "experiment")
 TRANSITION_KEYS = ("name", "label", "options")
-EXPERIMENT_KEYS = ("probe", "task", "options", "train", "hidden_size", "match", "budget", "seeds",
+EXPERIMENT_KEYS = ("probe", "task", "options", "train", "model", "hidden_size", "match", "budget", "seeds",
                    "nonlinearity", "transitions", "paper", "measure", "measure_batch")
 #: what a task run measures at init and after training (split init / final)
 DEFAULT_MEASURE = ("jacobian", "spectrum")
@@ -165,7 +165,7 @@ def parse_suite(text: str, origin: str = "<suite>") -> dict:
         kind = "probe" if "probe" in e else "task"
         if not isinstance(e[kind], str):
             raise SuiteError(f"{origin}: {where}.{kind} must be a name (a string)")
-        for key in ("options", "train", "paper"):
+        for key in ("options", "train", "paper", "model"):
             if not isinstance(e.get(key, {}), dict):
                 raise SuiteError(f"{origin}: {where}.{key} must be a table")
         if kind == "probe" and "train" in e:
@@ -222,8 +222,9 @@ def parse_suite(text: str, origin: str = "<suite>") -> dict:
     if spec.get("nonlinearity", "tanh") not in NONLINEARITIES:
         raise SuiteError(f"{origin}: nonlinearity = {spec['nonlinearity']!r}; allowed: "
                          f"{', '.join(map(repr, NONLINEARITIES))}")
-    if not isinstance(spec.get("train", {}), dict):
-        raise SuiteError(f"{origin}: train must be a table")
+    for key in ("train", "model"):
+        if not isinstance(spec.get(key, {}), dict):
+            raise SuiteError(f"{origin}: {key} must be a table")
     dev = spec.get("device", "auto")
     if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
         raise SuiteError(f"{origin}: device = {dev!r}; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'")

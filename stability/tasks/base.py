@@ -69,6 +69,10 @@ class Task:
     def definition(self) -> dict:
         raise NotImplementedError
 
+    def steps_per_epoch(self, batch_size: int) -> int | None:
+        """Training updates per epoch at ``batch_size`` (None for generated tasks: no epochs)."""
+        return None
+
     def count(self, y: Tensor) -> int:
         """How many scored items a batch holds (the weight of its metrics in a split's mean)."""
         return int(y.shape[-1]) if y.dim() >= 1 else 1

@@ -1,13 +1,18 @@
 """The copy (memory) task: remember K symbols across a delay of T steps.
 
-As in the uRNN, full-capacity uRNN, EURNN, scoRNN and expRNN code (protocols.md)::
+Two layouts, both of length T + 2K with the same targets (protocols.md)::
 
-    input : s_1 … s_K   0 … 0 (T − 1 blanks)   9 (marker)   0 … 0 (K blanks)
+    layout="urnn" (default; uRNN's memory_problem.py, scoRNN, nnRNN):
+    input : s_1 … s_K   0 … 0 (T − 1 blanks)   9 (marker)   0 … 0 (K blanks)      marker at T + K − 1
+    layout="exprnn" (expRNN's 1_copying.py, one step later):
+    input : s_1 … s_K   0 … 0 (T blanks)       9 (marker)   0 … 0 (K − 1 blanks)  marker at T + K
     target: 0 … 0 (T + K blanks)                            s_1 … s_K
 
-with s_i uniform in {1..A} (A = 8), blank 0, marker A + 1; length T + 2K. Inputs are one-hot
-over A + 2 symbols, outputs A + 1 classes. Loss: cross-entropy averaged over every position.
-Baseline (blanks, then uniform over the A symbols): K·log A / (T + 2K).
+with s_i uniform in {1..A} (A = 8), blank 0, marker A + 1. Under "exprnn" the marker arrives
+at the step the first symbol is due. Inputs are one-hot over A + 2 symbols, outputs A + 1
+classes. Loss: cross-entropy averaged over every position. Baseline (blanks, then uniform
+over the A symbols): K·log A / (T + 2K). Accuracy counts the last K positions in both
+layouts (expRNN's script counts every position).
 """
 from __future__ import annotations
 
@@ -17,7 +22,10 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .base import Task, check_batch, check_int, register
+from .base import Task, check_batch, check_choice, check_int, register
+
+#: where the marker goes: "urnn" at index T + K − 1 (uRNN, scoRNN, nnRNN), "exprnn" at T + K
+LAYOUTS = ("urnn", "exprnn")
 
 
 @register("copy")
@@ -26,10 +34,12 @@ class CopyTask(Task):
 
     baseline_metric = "ce"
 
-    def __init__(self, T: int = 200, K: int = 10, alphabet: int = 8):
+    def __init__(self, T: int = 200, K: int = 10, alphabet: int = 8, layout: str = "urnn"):
         self.T = check_int("T", T)
         self.K = check_int("K", K)
         self.alphabet = check_int("alphabet", alphabet, minimum=2)
+        self.layout = check_choice("layout", layout, LAYOUTS)
+        self.marker_position = self.T + self.K - 1 + (1 if self.layout == "exprnn" else 0)
         self.length = self.T + 2 * self.K
         self.input_size = self.alphabet + 2
         self.output_size = self.alphabet + 1
@@ -43,7 +53,7 @@ class CopyTask(Task):
         x = torch.zeros(self.length, batch, dtype=torch.int64)
         y = torch.zeros(self.length, batch, dtype=torch.int64)
         x[:self.K] = symbols
-        x[self.T + self.K - 1] = self.marker
+        x[self.marker_position] = self.marker
         y[self.T + self.K:] = symbols
         return x, y
 
@@ -62,7 +72,7 @@ class CopyTask(Task):
 
     def definition(self) -> dict:
         return {"task": "copy", "T": self.T, "K": self.K, "alphabet": self.alphabet,
-                "length": self.length, "marker_position": self.T + self.K - 1,
+                "length": self.length, "layout": self.layout, "marker_position": self.marker_position,
                 "baseline": self.baseline, "baseline_metric": self.baseline_metric,
                 "loss": "cross-entropy over all positions", "accuracy": f"over the last {self.K} positions",
                 "chance_accuracy": 1.0 / self.alphabet,

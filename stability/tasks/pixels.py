@@ -18,6 +18,7 @@ evaluated once, at the end of training.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 from pathlib import Path
@@ -182,6 +183,11 @@ class PixelsTask(Task):
         batch = check_batch(batch_size)
         idx = torch.randint(0, self.labels["train"].numel(), (batch,), generator=generator)
         return self._as_sequence(self.images["train"][idx]), self.labels["train"][idx]
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """ceil(training images / batch_size): the updates that draw as many images as the split holds
+        (training batches are drawn at random, with replacement)."""
+        return math.ceil(self.labels["train"].numel() / check_batch(batch_size))
 
     def batches(self, split: str, batch_size: int, max_batches: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """The whole split in order (or its first ``max_batches`` batches)."""

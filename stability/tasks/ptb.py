@@ -198,6 +198,10 @@ class LanguageModelTask(Task):
         rows = self.batchified("train", batch_size).shape[0]
         return math.ceil((rows - 1) / self.bptt)
 
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """One update per segment: :meth:`segments_per_epoch`."""
+        return self.segments_per_epoch(batch_size)
+
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """B random windows of the training split: x, y both (bptt, B) token ids (for probes)."""
         batch = check_batch(batch_size)

@@ -9,7 +9,8 @@ Joffrain et al. 2006). One Gram matrix, one triangular solve and one matrix prod
 replace k rank-1 updates, so the whole product costs a few n×n GEMMs, forward and backward.
 
 A zero vector stands for the identity (LAPACK's τ = 0 convention): this is how a product
-of n reflectors reaches every orthogonal matrix, whatever its determinant (see
+of n reflectors reaches every orthogonal matrix, whatever its determinant (the last,
+one-coordinate reflector is either the identity or a sign flip; see
 :func:`reflectors_from_orthogonal`).
 """
 from __future__ import annotations
@@ -90,6 +91,15 @@ def householder_product_reference(vectors: Tensor) -> Tensor:
     return q
 
 
+def normalize_rows(vectors: Tensor) -> Tensor:
+    """``vectors`` with every non-zero row scaled to unit length; zero rows (identities) stay zero.
+
+    H(c v) = H(v) for every c ≠ 0, so the product of the reflectors is unchanged.
+    """
+    norms = torch.linalg.vector_norm(vectors, dim=-1, keepdim=True)
+    return vectors / torch.where(norms > 0, norms, torch.ones_like(norms))
+
+
 def apply_reflector(v: Tensor, x: Tensor) -> Tensor:
     """H(v) x for a single reflector (x of shape (n,) or (n, m))."""
     norm2 = v @ v
@@ -106,6 +116,11 @@ def reflectors_from_orthogonal(q: Tensor) -> Tensor:
     mapping its column onto +‖x‖e_j (Parlett's formula avoids the cancellation), so R is
     the identity except for the last entry, which the last (one-coordinate) reflector
     supplies: v = e_{n−1} for −1, v = 0 (identity) for +1. Computed in float64.
+
+    Where a column already is +‖x‖e_j (structured matrices: the identity, block rotations),
+    any v ⟂ e_j would do; this takes v = e_{j+1}, never the zero vector: the gradient of a
+    product with respect to a zero row is zero, so a zero row would never move in training.
+    Only the last row (one coordinate, a constant sign flip or the identity) can be zero.
     """
     if q.dim() != 2 or q.shape[0] != q.shape[1]:
         raise ValueError(f"q must be a square matrix, got shape {tuple(q.shape)}")
@@ -116,13 +131,15 @@ def reflectors_from_orthogonal(q: Tensor) -> Tensor:
         x = a[j:, j]
         tail2 = (x[1:] @ x[1:])
         norm = torch.sqrt(x[0] * x[0] + tail2)
-        if tail2 == 0 and x[0] >= 0:
-            continue  # already +‖x‖e_j: identity (zero vector)
-        v = x.clone()
-        if x[0] <= 0:
-            v[0] = x[0] - norm
+        if tail2 == 0 and x[0] >= 0:  # already +‖x‖e_j: a reflector orthogonal to e_j keeps it
+            v = torch.zeros_like(x)
+            v[1] = 1.0
         else:
-            v[0] = -tail2 / (x[0] + norm)
+            v = x.clone()
+            if x[0] <= 0:
+                v[0] = x[0] - norm
+            else:
+                v[0] = -tail2 / (x[0] + norm)
         vs[j, j:] = v
         a[j:, j:] = apply_reflector(v, a[j:, j:])
     if a[n - 1, n - 1] < 0:

@@ -15,14 +15,22 @@ one forward costs a handful of n×n GEMMs, never a reflector per time step.
 
 With k = n the last row holds a single entry, and its "reflector" is diag(1, …, 1, −1)
 for any non-zero value (the identity for 0): the paper's H₁ sign choice.
+
+**Re-normalization** (``renormalize=True``, the default, as the official training loop does
+after every optimizer step, ``code/rnn.py``): every reflector row starts at unit length and
+is scaled back to unit length by :meth:`SpectralTransition.after_step`. A reflector does not
+depend on the length of its vector, so W is unchanged; what changes is the optimizer's
+step: rows of length ≈ √(n − i) (random normal entries, left alone) make one Adam step move
+W several times less (6.5–7.4× at n = 64, protocols.md). ``renormalize=False`` keeps the
+rows as the optimizer leaves them.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from .base import Transition, check_size, register
-from .householder import householder_product, reflectors_from_orthogonal
+from .base import Transition, check_bool, check_size, check_square, register
+from .householder import householder_product, normalize_rows, reflectors_from_orthogonal
 
 
 def check_margin(margin, center) -> tuple[float, float]:
@@ -48,10 +56,12 @@ def sigma_to_p(sigma: Tensor, margin: float, center: float) -> Tensor:
     lo, hi = center - margin, center + margin
     bad = (sigma <= lo) | (sigma >= hi) if margin > 0 else (sigma - center).abs() > 1e-12 * center
     if bool(bad.any()):
+        smin, smax = sigma.min().item(), sigma.max().item()
+        outside = max(lo - smin, smax - hi, 0.0)
         raise ValueError(
-            f"singular values in [{sigma.min().item():.6g}, {sigma.max().item():.6g}] do not fit "
-            f"strictly inside [center - margin, center + margin] = [{lo:.6g}, {hi:.6g}]; "
-            f"choose a larger margin or another center")
+            f"singular values in [{smin:.6g}, {smax:.6g}] do not fit "
+            f"strictly inside [center - margin, center + margin] = [{lo:.6g}, {hi:.6g}] "
+            f"(the farthest lies {outside:.3g} outside the band); choose a larger margin or another center")
     if margin == 0:
         return torch.zeros_like(sigma)
     return torch.logit((sigma - center) / (2.0 * margin) + 0.5)
@@ -77,27 +87,53 @@ class TriangularReflectors(nn.Module):
         self.values = nn.Parameter(torch.randn(rows.numel()))
 
     def forward(self) -> Tensor:
-        v = self.values
-        return v.new_zeros(self.k, self.n).index_put((self._rows, self._cols), v)
+        return self.dense(self.values)
+
+    def dense(self, values: Tensor) -> Tensor:
+        """The (k, n) upper-triangular matrix holding free entries ``values``."""
+        return values.new_zeros(self.k, self.n).index_put((self._rows, self._cols), values)
+
+    def entries(self, dense: Tensor) -> Tensor:
+        """The free entries of a (k, n) matrix (its upper triangle), in storage order."""
+        return dense[self._rows.to(dense.device), self._cols.to(dense.device)]
 
     @torch.no_grad()
     def set_(self, dense: Tensor) -> None:
         """Take the free entries of a (k, n) upper-triangular matrix."""
-        self.values.copy_(dense[self._rows, self._cols])
+        self.values.copy_(self.entries(dense))
+
+    @torch.no_grad()
+    def normalize_(self) -> None:
+        """Scale every non-zero row to unit length (zero rows, identity reflectors, stay zero)."""
+        self.set_(normalize_rows(self()))
 
 
 @register("spectral")
 class SpectralTransition(Transition):
-    """Spectral-RNN: W = U Σ Vᵀ, k reflectors per factor, σᵢ ∈ [center − margin, center + margin]."""
+    """Spectral-RNN: W = U Σ Vᵀ, k reflectors per factor, σᵢ ∈ [center − margin, center + margin].
 
-    def __init__(self, n: int, reflectors: int | None = None, margin: float = 0.01, center: float = 1.0):
+    Options: ``reflectors`` k (default n; the official code's default is n // 4), ``margin``
+    r and ``center`` σ*, ``renormalize`` (unit-length reflector rows at the start and after
+    every optimizer step: the official training protocol), ``init_from``/``init_options``
+    (start from another transition's initial W, see :meth:`Transition.start_from`; needs a
+    band that holds its singular values and, in general, k = n).
+    """
+
+    def __init__(self, n: int, reflectors: int | None = None, margin: float = 0.01, center: float = 1.0,
+                 renormalize: bool = True, init_from: str | None = None, init_options: dict | None = None):
         super().__init__(n)
         k = n if reflectors is None else reflectors
         self.reflectors = check_size("reflectors", k, minimum=1, maximum=n)
         self.margin, self.center = check_margin(margin, center)
-        self.u = TriangularReflectors(k, n)
-        self.v = TriangularReflectors(k, n)
+        self.renormalize = check_bool("renormalize", renormalize)
+        source = self.start_from(init_from, init_options)
+        with torch.random.fork_rng(devices=[], enabled=source is not None):
+            self.u = TriangularReflectors(k, n)
+            self.v = TriangularReflectors(k, n)
         self.p = nn.Parameter(torch.zeros(n))
+        if self.renormalize:
+            self.after_step()
+        self.finish_start(source)
 
     def sigma(self) -> Tensor:
         """The singular values in parameter order (σᵢ pairs with column i of U and V)."""
@@ -109,32 +145,59 @@ class SpectralTransition(Transition):
     def singular_values(self) -> Tensor:
         return torch.sort(self.sigma(), descending=True).values
 
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """With ``renormalize``: scale every reflector row of U and V back to unit length (W unchanged)."""
+        if self.renormalize:
+            self.u.normalize_()
+            self.v.normalize_()
+
     def options(self) -> dict:
-        return {"reflectors": self.reflectors, "margin": self.margin, "center": self.center}
+        return {"reflectors": self.reflectors, "margin": self.margin, "center": self.center,
+                "renormalize": self.renormalize, "init_from": self.init_from, "init_options": self.init_options}
+
+    def inverse(self, w: Tensor, tol: float | None = None) -> dict[str, Tensor]:
+        """Reflectors and p reproducing ``w`` at this transition's band and k (SVD in float64).
+
+        Refuses a singular ``w`` and singular values outside the band (saying by how much);
+        with k < n, :meth:`set_matrix_` refuses a ``w`` the k reflectors miss.
+        """
+        w = check_square(w, self.n, "spectral inverse")
+        u, s, vh = torch.linalg.svd(w.detach().to(torch.float64))
+        if s[-1] <= s[0] * torch.finfo(torch.float64).eps * self.n:
+            raise ValueError(f"W is singular (smallest singular value {s[-1].item():.3g}); "
+                             f"the spectral transition needs every singular value > 0")
+        p = sigma_to_p(s, self.margin, self.center)
+        u_dense = reflectors_from_orthogonal(u)[: self.reflectors]
+        v_dense = reflectors_from_orthogonal(vh.T)[: self.reflectors]
+        if self.renormalize:
+            u_dense, v_dense = normalize_rows(u_dense), normalize_rows(v_dense)
+        return {"u.values": self.u.entries(u_dense), "v.values": self.v.entries(v_dense), "p": p}
+
+    def unreachable_hint(self) -> str:
+        if self.reflectors < self.n:
+            return (f"; with reflectors={self.reflectors} < n={self.n} only a thin set of matrices is "
+                    f"reachable: use reflectors={self.n}")
+        return ""
 
     @classmethod
-    def from_matrix(cls, w: Tensor, margin: float | None = None, center: float | None = None) -> "SpectralTransition":
+    def from_matrix(cls, w: Tensor, margin: float | None = None, center: float | None = None,
+                    reflectors: int | None = None, renormalize: bool = True) -> "SpectralTransition":
         """The paper's expressivity theorem made constructive: reflectors and Σ reproducing ``w``.
 
         ``w`` must be square and nonsingular. Without ``margin``/``center`` the band is chosen
         to hold w's singular values: center = (σ_max + σ_min)/2, margin = (σ_max − σ_min)/2 +
-        σ_min/4. With a band too narrow for them, a ValueError says so.
+        σ_min/4. With a band too narrow for them, a ValueError says so (and by how much).
+        ``reflectors`` defaults to n (k < n reaches only a thin set). Draws no random numbers.
         """
-        if not isinstance(w, Tensor) or w.dim() != 2 or w.shape[0] != w.shape[1]:
-            raise ValueError(f"from_matrix needs a square matrix, got shape {tuple(getattr(w, 'shape', ()))}")
+        w = check_square(w, None, "from_matrix")
         n = w.shape[0]
-        u, s, vh = torch.linalg.svd(w.detach().to(torch.float64))
+        s = torch.linalg.svdvals(w.detach().to(torch.float64))
         if s[-1] <= s[0] * torch.finfo(torch.float64).eps * n:
             raise ValueError(f"from_matrix needs a nonsingular matrix; smallest singular value is {s[-1].item():.3g}")
         if center is None:
             center = float((s[0] + s[-1]) / 2)
         if margin is None:
             margin = float((s[0] - s[-1]) / 2 + s[-1] / 4)
-        t = cls(n, reflectors=n, margin=margin, center=center)
-        p = sigma_to_p(s, t.margin, t.center)
-        t = t.to(dtype=w.dtype, device=w.device)
-        with torch.no_grad():
-            t.u.set_(reflectors_from_orthogonal(u).to(w.dtype))
-            t.v.set_(reflectors_from_orthogonal(vh.T).to(w.dtype))
-            t.p.copy_(p.to(w.dtype))
-        return t
+        return super().from_matrix(w, reflectors=reflectors, margin=margin, center=center,
+                                   renormalize=renormalize)
