@@ -15,6 +15,7 @@ import pandas as pd
 
 from .compare import FASTER, IMPROVEMENT, REGRESSION, SLOWER, VERDICT_ORDER, Comparison
 from .data import Collection, env_summary
+from .figures_text import protocol_notice
 from .render import df_to_html, df_to_markdown, to_html, to_markdown
 
 if TYPE_CHECKING:
@@ -62,6 +63,15 @@ def _failure_rows(coll: Collection) -> list[tuple[str, str, str]]:
     return out
 
 
+def _first_notice(coll: Collection, t, shown: set) -> str:
+    """The protocol caveat of a table's experiment, at the first of its tables only."""
+    key = (t.kind, t.name)
+    if key in shown:
+        return ""
+    shown.add(key)
+    return protocol_notice(coll, t.kind, t.name)
+
+
 def _first_line(err: str) -> str:
     lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
     return lines[-1].strip() if lines else ""
@@ -79,8 +89,11 @@ def render_markdown(rep: Report) -> str:
         lines += [f"> {n}", ""]
     if rep.tables:
         lines += ["## Results", ""]
+        shown: set = set()
         for t in rep.tables:
-            lines += [to_markdown(t), f"CSV: [tables/{t.slug}.csv](tables/{t.slug}.csv)", ""]
+            notice = _first_notice(coll, t, shown)
+            lines += ([f"> **{notice}**", ""] if notice else []) + [
+                to_markdown(t), f"CSV: [tables/{t.slug}.csv](tables/{t.slug}.csv)", ""]
     if rep.paper is not None and len(rep.paper):
         lines += ["## Paper vs measured", "", _PAPER_NOTE, "", df_to_markdown(_drop_empty(rep.paper)), ""]
     if rep.comparison is not None:
@@ -89,7 +102,8 @@ def render_markdown(rep: Report) -> str:
     if drawn:
         lines += ["## Figures", ""]
         for f in drawn:
-            lines += [f"### {f.title}", "", f"![{f.title}]({f.files[0]})", "", f"*How to read it:* {f.how_to_read}", ""]
+            lines += [f"### {f.title}", ""] + ([f"> **{f.notice}**", ""] if f.notice else [])
+            lines += [f"![{f.title}]({f.files[0]})", "", f"*How to read it:* {f.how_to_read}", ""]
             lines += [f"- {n}" for n in f.notes] + ([""] if f.notes else [])
     skipped = [f for f in rep.figures if not f.drawn]
     if skipped and len(coll.finished):
@@ -234,10 +248,14 @@ def render_html(rep: Report) -> str:
     if rep.tables:
         body.append('<h2 id="results">Results</h2>')
         toc.append(("results", "Results"))
+        shown: set = set()
         for t in rep.tables:
             anchor = f"t-{t.slug}"
             toc.append((anchor, t.title))
             body.append(f'<h3 id="{e(anchor)}">{e(t.title)}</h3>')
+            notice = _first_notice(rep.coll, t, shown)
+            if notice:
+                body.append(f'<p class="notice">{e(notice)}</p>')
             body.append(f'<p class="caption">{e(t.caption())}</p>')
             if t.common:
                 body.append(f'<p class="common">Common settings: {e(t.common_text())}.</p>')
@@ -260,6 +278,8 @@ def render_html(rep: Report) -> str:
         for f in drawn:
             anchor = f"f-{f.name}"
             body.append(f'<figure id="{e(anchor)}"><h3>{e(f.title)}</h3>')
+            if f.notice:
+                body.append(f'<p class="notice">{e(f.notice)}</p>')
             body.append(f'<img src="{e(f.files[0])}" alt="{e(f.title)}" loading="eager">')
             body.append(f'<figcaption><span class="read">How to read it:</span> {e(f.how_to_read)}')
             if f.notes:
