@@ -1,6 +1,6 @@
 """Parameter-matched sizing: the hidden size that gives a RecurrentNet a parameter budget.
 
-Two regimes compare parameterizations fairly (protocols.md, "Comparing fairly"):
+Two regimes compare parameterizations fairly (docs/protocols.md, "Comparing fairly"):
 
 - ``"hidden"``: every parameterization at the same hidden size n; their parameter counts differ
   (expRNN and Cayley store n(n−1)/2 transition parameters, a dense W n², Spectral-RNN about n²

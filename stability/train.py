@@ -188,7 +188,7 @@ def train(model: nn.Module, task: Task, steps: int, *, batch_size: int = 32, opt
         batch_size: sequences per training batch (columns of the batchified split for language models).
         optimizer: ``"rmsprop"``, ``"adam"`` or ``"sgd"`` (PyTorch's defaults otherwise).
         lr: learning rate; ``transition_lr``: learning rate of ``model.transition``'s parameters
-            (default: ``lr``; about 10× lower is common, protocols.md).
+            (default: ``lr``; about 10× lower is common, docs/protocols.md).
         clip: clip the gradient's total norm to this value (None or 0: no clipping).
         eval_every: evaluate the task's periodic splits every this many steps (None or 0: only
             before and after training).

@@ -2,7 +2,7 @@
 
 Two input channels over T steps: values ~ U(0, 1), and a marker row with exactly two ones;
 the target is the sum of the two marked values, read from the last step's output; MSE.
-Marker placement (protocols.md): ``"halves"`` (one in each half: uRNN, scoRNN, Spectral-RNN's
+Marker placement (docs/protocols.md): ``"halves"`` (one in each half: uRNN, scoRNN, Spectral-RNN's
 generator; the default) or ``"anywhere"`` (two distinct positions: oRNN). Baseline: always
 predicting 1 gives MSE = Var(U₁ + U₂) = 1/6.
 """

@@ -11,7 +11,7 @@ A task is a small object that knows its data, its loss and its metrics; the one 
 - ``loss(outputs, y)``: the scalar training objective from the model's outputs (T, B, output_size);
 - ``metrics(outputs, y) -> dict[str, float]``: the task's metrics (names: ``docs/contracts.md``);
 - ``batches(split, batch_size, max_batches=None)``: the evaluation data of a split;
-- ``definition()``: a JSON-able dict that every result row carries (protocols.md).
+- ``definition()``: a JSON-able dict that every result row carries (docs/protocols.md).
 
 and, for the training loop: ``periodic_splits`` (evaluated every ``eval_every`` steps, e.g.
 ``("valid",)``) and ``final_splits`` (once at the end, e.g. ``("test",)``); ``generated`` (evaluation

@@ -1,6 +1,6 @@
 """The copy (memory) task: remember K symbols across a delay of T steps.
 
-Two layouts, both of length T + 2K with the same targets (protocols.md)::
+Two layouts, both of length T + 2K with the same targets (docs/protocols.md)::
 
     layout="urnn" (default; uRNN's memory_problem.py, scoRNN, nnRNN):
     input : s_1 … s_K   0 … 0 (T − 1 blanks)   9 (marker)   0 … 0 (K blanks)      marker at T + K − 1

@@ -8,7 +8,7 @@ Sources:
 - ``source="mnist"``: MNIST from the standard IDX files in ``data_dir`` (``train-images-idx3-ubyte``,
   ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each raw or
   ``.gz``; ``.`` in place of the last ``-`` is accepted too); T = 784; 60k/10k with a validation
-  split of ``valid_size`` carved from the 60k (protocols.md).
+  split of ``valid_size`` carved from the 60k (docs/protocols.md).
 
 ``permute=True`` applies the fixed permutation ``numpy.random.RandomState(92916).permutation(T)``
 (full-capacity uRNN, scoRNN, expRNN); ``permutation_seed`` changes the seed, and the definition

@@ -21,7 +21,7 @@ after every optimizer step, ``code/rnn.py``): every reflector row starts at unit
 is scaled back to unit length by :meth:`SpectralTransition.after_step`. A reflector does not
 depend on the length of its vector, so W is unchanged; what changes is the optimizer's
 step: rows of length ≈ √(n − i) (random normal entries, left alone) make one Adam step move
-W several times less (6.5–7.4× at n = 64, protocols.md). ``renormalize=False`` keeps the
+W several times less (6.5–7.4× at n = 64, docs/protocols.md). ``renormalize=False`` keeps the
 rows as the optimizer leaves them.
 """
 from __future__ import annotations
