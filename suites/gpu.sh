@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU benchmark run (README, "Tracking performance over commits"):
+# GPU benchmark run (docs/benchmarking.md):
 #   1. the asv suite's CUDA cases, saved under .asv/results/<machine>/ for this commit and
 #      copied with a text summary (asv show) to $OUT/asv/;
 #   2. the core speed comparison, `python -m stability.bench --device cuda`, to $OUT/.

@@ -13,7 +13,7 @@ from stability.runner import load_suite
 from stability.tasks.pixels import MNIST_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-#: every figure a shipped suite may attach, as recorded in protocols.md: pixel-MNIST test
+#: every figure a shipped suite may attach, as recorded in docs/protocols.md: pixel-MNIST test
 #: accuracy, Spectral-RNN 97.7 (ICML 2018, Table 2, hidden 128); oRNN 97.2 and RNN 94.1 (the
 #: paper's ICLR 2018 version)
 RECORDED = {("spectral-rnn-60", "accuracy"): 0.977, ("ornn", "accuracy"): 0.972, ("rnn", "accuracy"): 0.941}

@@ -1,4 +1,4 @@
-"""pytest-benchmark micro-benchmarks (README, "Tracking performance over commits").
+"""pytest-benchmark micro-benchmarks (docs/benchmarking.md).
 
 CI runs them once each as ordinary tests (``--benchmark-disable`` is in addopts), and they
 assert their results. Real numbers: ``pytest tests/benchmarks --benchmark-enable
