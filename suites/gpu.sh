@@ -2,7 +2,10 @@
 # GPU benchmark run (docs/benchmarking.md):
 #   1. the asv suite's CUDA cases, saved under .asv/results/<machine>/ for this commit and
 #      copied with a text summary (asv show) to $OUT/asv/;
-#   2. the core speed comparison, `python -m stability.bench --device cuda`, to $OUT/.
+#   2. the core speed comparison, `python -m stability.bench --device cuda`, to $OUT/;
+#   3. speed over commits for the CUDA cases (docs/speed.md): the commits of
+#      reports/speed/commits.txt, each checked out in a git worktree and measured with this
+#      Python (suites/speed.sh history --existing), and the offline page, to $OUT/speed/.
 #
 # Usage: suites/gpu.sh [OUT]            OUT defaults to reports/bench/gpu
 # Environment:
@@ -10,6 +13,7 @@
 #   ASV_BENCH     asv --bench regex (default: 'cuda', i.e. every CUDA case; '.' for all)
 #   ASV_QUICK=1   smoke run: asv --quick (nothing saved) and stability.bench --quick
 #   BENCH_ROUNDS  rounds of stability.bench (default 15)
+#   GPU_HISTORY=0 skip step 3 (it is skipped under ASV_QUICK=1 as well)
 # asv writes its machine file to $HOME (~/.asv-machine.json); set HOME to a scratch folder
 # where the home directory is read-only.
 set -euo pipefail
@@ -53,4 +57,10 @@ else
 fi
 
 "$PY" -m stability.bench --device cuda --out "$OUT" "${BENCH_ARGS[@]}"
-echo "suites/gpu.sh: results in $OUT (bench.md, bench.csv, bench.json, rounds.csv, asv/)"
+
+if [ "${ASV_QUICK:-0}" != "1" ] && [ "${GPU_HISTORY:-1}" = "1" ]; then
+    SPEED_OUT="$OUT/speed" SPEED_DEVICE=cuda ASV_MACHINE="$MACHINE" PYTHON="$PY" \
+        suites/speed.sh history --existing 2>&1 | tee "$OUT/speed-history.log"
+    SPEED_OUT="$OUT/speed" PYTHON="$PY" suites/speed.sh page
+fi
+echo "suites/gpu.sh: results in $OUT (bench.md, bench.csv, bench.json, rounds.csv, asv/, speed/)"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import DEVICES, builtin_transitions, cached, make_model, prepare, sequence_batch, sync
+from .common import DEVICES, builtin_transitions, cached, clock, make_model, prepare, sequence_batch, sync
 
 HIDDEN, STEPS, BATCH = 128, 100, 8
 
@@ -31,6 +31,7 @@ class JacobianDecay:
     """Wall time of one Jacobian decay probe (norms of dh_T/dh_t along one trajectory)."""
     params = (builtin_transitions(), DEVICES)
     param_names = ["transition", "device"]
+    timer = staticmethod(clock)
     timeout = 240
     repeat = (2, 5, 10.0)
     rounds = 2

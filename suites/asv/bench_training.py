@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .common import (BATCH, DEVICES, TORCH_RNN, builtin_transitions, cached, make_model, prepare,
-                     sequence_batch, sync, train_step)
+from .common import (BATCH, DEVICES, TORCH_RNN, builtin_transitions, cached, clock, make_model,
+                     prepare, sequence_batch, sync, train_step)
 
 MODELS = builtin_transitions() + [TORCH_RNN]
 STEPS = [100, 1000]
@@ -30,6 +30,7 @@ class TrainStep:
     """Wall time of one training step (forward + backward) at batch 64."""
     params = (MODELS, STEPS, SIZES, DEVICES)
     param_names = ["model", "T", "n", "device"]
+    timer = staticmethod(clock)
     timeout = 300
     repeat = (2, 5, 10.0)
     rounds = 2

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import DEVICES, builtin_transitions, cached, prepare, reflector_count, sync, takes_reflectors
+from .common import DEVICES, builtin_transitions, cached, clock, prepare, reflector_count, sync, takes_reflectors
 
 SIZES = [64, 256, 1024]
 _ALL = builtin_transitions()
@@ -31,6 +31,7 @@ def _forward_backward(case) -> None:
 
 
 class _Materialize:
+    timer = staticmethod(clock)
     timeout = 240
     repeat = (2, 10, 10.0)
     rounds = 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import time
 
 import torch
 # The first backward pass in a process imports this (and sympy: about 0.3 s). Importing it
@@ -54,12 +55,27 @@ def pin_allocator() -> bool:
     return bool(ok)
 
 
+_CLOCK = [time.perf_counter]
+
+
+def clock() -> float:
+    """The clock of the time_ benchmarks (their ``timer``), chosen per case by :func:`prepare`.
+
+    Wall time (asv's default), except for CPU cases where $STABILITY_BENCH_TIMER=process: then
+    the process's CPU time, which other jobs on a shared machine barely move (the per-commit
+    history in asv.conf.json sets it; docs/speed.md).
+    """
+    return _CLOCK[0]()
+
+
 def prepare(device: str) -> torch.device:
     """Common setup: skip CUDA cases without CUDA, fix the thread count, pin the allocator."""
     if device == "cuda" and not torch.cuda.is_available():
         raise NotImplementedError("CUDA is not available on this machine")
     torch.set_num_threads(num_threads())
     pin_allocator()
+    process = device == "cpu" and os.environ.get("STABILITY_BENCH_TIMER") == "process"
+    _CLOCK[0] = time.process_time if process else time.perf_counter
     return torch.device(device)
 
 
