@@ -377,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("report", help="write the HTML report of a store (stability report --help)", add_help=False)
     sub.add_parser("bench", help="benchmarks (stability bench --help)", add_help=False)
+    sub.add_parser("speed", help="the speed history page from asv's results (stability speed --help)", add_help=False)
     return p
 
 
@@ -390,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import main as bench_main
 
         return int(bench_main(argv[1:]) or 0)
+    if argv and argv[0] == "speed":
+        from .speed import main as speed_main
+
+        return int(speed_main(argv[1:]) or 0)
     parser = build_parser()
     if argv and argv[0] == "probe":
         args, extra = parser.parse_known_args(argv)
