@@ -20,6 +20,7 @@
 #   SPEED_OUT       results and page folder (default reports/speed)
 #   SPEED_COMMITS   commit list for `history` (default reports/speed/commits.txt)
 #   HISTORY_ROUNDS  interleaved rounds per commit for `history` (default 6)
+#   GATE_ROUNDS     interleaved rounds per commit for `gate` (default 4)
 #   ASV_CONFIG      asv configuration (default asv.conf.json)
 # asv keeps its machine file in $HOME (~/.asv-machine.json): run `asv machine --yes` once
 # (in CI: export HOME=$(mktemp -d) first).
@@ -48,18 +49,20 @@ BENCH_ARGS=()
 for regex in "${HISTORY_BENCH[@]}"; do BENCH_ARGS+=(--bench "$regex"); done
 
 command -v asv >/dev/null || { echo "suites/speed.sh: asv is not installed (pip install -e '.[bench]')" >&2; exit 2; }
-MACHINE="${ASV_MACHINE:-$("$PY" -c 'import json, os
+need_machine() {
+    MACHINE="${ASV_MACHINE:-$("$PY" -c 'import json, os
 try:
     names = [k for k in json.load(open(os.path.expanduser("~/.asv-machine.json"))) if k != "version"]
 except OSError:
     names = []
 print(names[0] if len(names) == 1 else "")')}"
-[ -n "$MACHINE" ] || { echo "suites/speed.sh: set ASV_MACHINE (no single machine in ~/.asv-machine.json; run asv machine --yes)" >&2; exit 2; }
+    [ -n "$MACHINE" ] || { echo "suites/speed.sh: set ASV_MACHINE (no single machine in ~/.asv-machine.json; run asv machine --yes)" >&2; exit 2; }
+}
 # Pin the allocator in every process below, as the benchmarks do themselves.
 export MALLOC_MMAP_MAX_=0
 export MALLOC_TRIM_THRESHOLD_=68719476736
 
-usage() { sed -n '3,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '4,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 copy_results() {
     mkdir -p "$OUT/results"
@@ -93,12 +96,22 @@ history() {
             --attribute "rounds=${HISTORY_ROUNDS:-6}" --show-stderr "HASHFILE:$list"
         rm -f "$list"
     else
+        # An interpreter that sees this Python's packages (torch, asv_runner, ...) but not an
+        # installed stability's import hooks: a venv whose .pth lists the site-packages as
+        # plain paths (their own .pth files, e.g. an editable install's finder, are not run).
+        # Otherwise a module an old commit lacks would be imported from the installed copy.
+        local hpy=".asv/history-python"
+        if [ ! -x "$hpy/bin/python" ]; then
+            "$PY" -m venv --without-pip "$hpy"
+            "$PY" -c 'import site, sys; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' \
+                > "$("$hpy/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/system-site.pth"
+        fi
         local tree=".asv/history-worktree"
         for hash in "${hashes[@]}"; do
             git worktree remove --force "$tree" 2>/dev/null || rm -rf "$tree"
             git worktree add --detach -f "$tree" "$hash" >/dev/null
-            ASV_PYTHONPATH="$PWD/$tree" asv run --config "$CONFIG" --python=same --machine "$MACHINE" \
-                --set-commit-hash "$hash" "${BENCH_ARGS[@]}" --record-samples \
+            ASV_PYTHONPATH="$PWD/$tree" asv run --config "$CONFIG" -E "existing:$PWD/$hpy/bin/python" \
+                --machine "$MACHINE" --set-commit-hash "$hash" "${BENCH_ARGS[@]}" --record-samples \
                 --attribute "rounds=${HISTORY_ROUNDS:-6}" --show-stderr
         done
         git worktree remove --force "$tree"
@@ -109,15 +122,19 @@ history() {
 case "${1:-}" in
 history)
     shift
+    need_machine
     history "$@"
     ;;
 gate)
+    need_machine
     BASE="${2:-main}"
     FACTOR="${3:-1.25}"
-    # asv continuous measures both commits in interleaved rounds and exits 1 when a case got
-    # worse by more than FACTOR and the difference is significant (or a case newly fails)
+    # asv continuous measures both commits in interleaved rounds (4 instead of the benchmarks'
+    # 2: with 2, one burst of load on a shared machine made a case 1.31x "slower") and exits 1
+    # when a case got worse by more than FACTOR and the difference is significant (or a case
+    # newly fails)
     asv continuous --config "$CONFIG" --machine "$MACHINE" "${BENCH_ARGS[@]}" \
-        --factor "$FACTOR" --show-stderr "$BASE" HEAD
+        --attribute "rounds=${GATE_ROUNDS:-4}" --factor "$FACTOR" --show-stderr "$BASE" HEAD
     ;;
 page)
     "$PY" -m stability.speed --results "$OUT/results" --out "$OUT"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -62,9 +63,9 @@ def run(results: Path, out: Path, repo: Path | None, threshold: float) -> dict:
     measured.sort_values(["machine", "env_id", "benchmark", "param_index", "position"]).to_csv(
         out / "speed.csv", index=False)
     steps_frame(steps, env_ids).to_csv(out / "steps.csv", index=False)
-    try:
-        label = str(results.resolve().relative_to(out.resolve().parent))
-    except ValueError:
+    try:  # as seen from the page
+        label = os.path.relpath(results.resolve(), out.resolve())
+    except ValueError:  # another drive
         label = str(results)
     page.write(out / "index.html", page.render(data, order, steps, drawn, env_ids, label, threshold))
     return {"page": out / "index.html", "figures": len(drawn), "commits": len(order.commits),

@@ -137,13 +137,12 @@ def render(data: Measurements, order: CommitOrder, steps: list[Step], figures: l
     if data.stale:
         notes.append(f"{data.stale} stored result(s) left out: their benchmark changed since they were "
                      "measured (asv keeps only results whose benchmark version matches benchmarks.json).")
-    failed = table[table["value"].isna()]
-    skipped = f"{len(failed)} of {len(table)} stored values are n/a (failed, skipped or not selected)."
+    skipped = "Cases without a value (not selected, skipped or failed) are left out."
     current = [s for s in steps if s.current]
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     body = [
         "<h1>Speed over commits</h1>",
-        f'<p class="muted">From the asv results in <code>{_e(results_label)}</code>: '
+        f'<p class="muted">From the asv results in <code>{_e(results_label)}</code> (relative to this page): '
         f"{table['benchmark'].nunique()} benchmark(s), {table[table['value'].notna()].groupby(['benchmark', 'param_index']).ngroups} "
         f"measured case(s), {len(order.commits)} commit(s), {len(data.machines)} machine(s), "
         f"{len(env_ids)} environment(s). Generated {generated} by <code>stability speed</code>; "
