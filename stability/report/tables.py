@@ -270,7 +270,8 @@ def build_tables(coll: Collection, alpha: float = ALPHA) -> list[Table]:
             rs = sorted(rs, key=lambda r: (str(type(r["seed"])), r["seed"]) if r["seed"] is not None else ("", 0))
             rows.append(Row(ck, cfg, var.transition, var.label, var.color, settings[ck], [r["id"] for r in rs],
                             [r["seed"] for r in rs], [r["config"] for r in rs]))
-        rows.sort(key=lambda r: (transition_sort_key(r.transition), r.variant, _settings_sort(r.config), r.settings))
+        rows.sort(key=lambda r: (transition_sort_key(r.transition), _natural(r.config.get("transition_options") or {}),
+                                 r.variant, _settings_sort(r.config), r.settings))
         cols, notes = columns_for(coll, [rid for r in rows for rid in r.run_ids],
                                   [r.run_config(i) for r in rows for i in range(len(r.run_ids))], name)
         regime = regime_text(json.loads(regime_json) if regime_json != "null" else None,
