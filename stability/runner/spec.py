@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import itertools
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
@@ -39,7 +38,7 @@ class SuiteError(ValueError):
 
 
 def _suite_dirs() -> list[Path]:
-    dirs = [Path(str(resources.files("stability") / "suites"))]  # shipped with the package
+    dirs = [Path(__file__).resolve().parents[1] / "suites"]  # package data: stability/suites/*.toml
     root = Path(__file__).resolve().parents[2]  # a source checkout (or an editable install)
     if (root / "pyproject.toml").is_file() and (root / "suites").is_dir():
         dirs.append(root / "suites")
