@@ -294,13 +294,15 @@ def _variants(runs: pd.DataFrame) -> dict[str, Variant]:
     for name in sorted(by_transition, key=transition_sort_key):
         options = by_transition[name]
         keys = sorted(options, key=lambda k: _natural(options[k]))
-        flat = [flatten(options[k]) for k in keys]
+        # the options of the source transition (init_options.*) follow from init_from: not shown
+        flat = [{k: v for k, v in flatten(options[k]).items() if not k.startswith("init_options")} for k in keys]
         vary = varying_keys(flat)
         colors = shades(transition_color(name), len(keys))
         for k, fl, color in zip(keys, flat, colors):
             label = name
-            if vary:
-                label += " (" + ", ".join(f"{short_names(vary)[v]}={fmt_value(fl.get(v, '–'))}" for v in vary) + ")"
+            shown = [v for v in vary if fl.get(v) is not None]  # an option a variant leaves unset is not shown
+            if shown:
+                label += " (" + ", ".join(f"{short_names(vary)[v]}={fmt_value(fl[v])}" for v in shown) + ")"
             out[json.dumps([name, options[k]], sort_keys=True, default=str)] = Variant(name, k, label, color)
     return out
 
