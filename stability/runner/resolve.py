@@ -18,7 +18,6 @@ import torch
 from .. import probes, sizing, tasks, transitions
 from ..checks import check_finite_options, did_you_mean
 from ..model import RecurrentNet
-from ..probes.registry import INPUT_OPTIONS
 from ..tasks.pixels import MNIST_ENV
 from ..tasks.ptb import PTB_ENV
 from ..train import OPTIMIZERS, check_lr_decay, train
