@@ -1,6 +1,6 @@
 """Recurrent transition parameterizations, all behind one interface (:class:`Transition`)."""
 from .base import Transition, available, create, get, option_defaults, option_names, register
-from .householder import householder_product, householder_product_reference
+from .householder import householder_product, householder_product_reference, triangular_householder_product
 from . import dense, orthogonal, spectral  # noqa: F401  (register the built-ins)
 from .dense import DenseTransition
 from .orthogonal import CayleyTransition, ExpRNNTransition, HouseholderTransition
@@ -8,7 +8,7 @@ from .spectral import SpectralTransition
 
 __all__ = [
     "Transition", "available", "create", "get", "option_defaults", "option_names", "register",
-    "householder_product", "householder_product_reference",
+    "householder_product", "householder_product_reference", "triangular_householder_product",
     "DenseTransition", "ExpRNNTransition", "CayleyTransition", "HouseholderTransition",
     "SpectralTransition",
 ]
