@@ -136,7 +136,9 @@ class _TriangularBlocks(torch.autograd.Function):
         # zero rows are identity reflectors; zero columns beyond n are never read
         padded = vectors.new_zeros(m * block, max(n, m * block))
         padded[:k, :n] = vectors
-        _diagonal_blocks(padded, block).triu_()  # the only entries below the diagonal read
+        for i in range(1, m):  # the rows of block i are zero before column i·b ...
+            padded[i * block:(i + 1) * block, :i * block] = 0.0
+        _diagonal_blocks(padded, block).triu_()  # ... and below the diagonal inside it
         blocks = padded.view(m, block, -1)
         factors = _block_factors(blocks)
         tv = factors @ blocks
