@@ -13,6 +13,8 @@ every state (T, B, n). Gradients reach xw, h0 and w.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -40,6 +42,33 @@ def loop_recurrence(xw: Tensor, h0: Tensor, w: Tensor, nonlinearity: str) -> Ten
         h = phi(x_t + h @ w.T)
         states.append(h)
     return torch.stack(states)
+
+
+def _denormals_flushed() -> bool:
+    """Whether this thread already flushes subnormal floats to zero (FTZ/DAZ)."""
+    return float(torch.tensor(1e-40, dtype=torch.float32) * 2.0) == 0.0
+
+
+def flushing_denormals(backward):
+    """Run a BPTT backward with subnormal numbers flushed to zero, then restore the mode.
+
+    Over long sequences δ_t decays geometrically and ends up below the normal range
+    (1.2e-38 in float32, 2.2e-308 in float64), where every multiply takes a microcode
+    assist: measured on this CPU, a T = 1000 backward ran 2-5× slower than with them
+    flushed. Flushing changes values only below those bounds. It applies to the calling
+    thread (PyTorch sets the mode per thread); a mode the caller set is left as it was.
+    """
+
+    @functools.wraps(backward)
+    def wrapped(*args, **kwargs):
+        if _denormals_flushed() or not torch.set_flush_denormal(True):
+            return backward(*args, **kwargs)
+        try:
+            return backward(*args, **kwargs)
+        finally:
+            torch.set_flush_denormal(False)
+
+    return wrapped
 
 
 def _activation_backward_(grad: Tensor, h: Tensor, relu: bool) -> Tensor:
@@ -78,6 +107,7 @@ class FusedRecurrence(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @flushing_denormals
     def backward(ctx, grad_states: Tensor):
         states, h0, w = ctx.saved_tensors
         steps, n = states.shape[0], w.shape[0]
@@ -149,6 +179,7 @@ class FusedNetwork(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @flushing_denormals
     def backward(ctx, grad_states: Tensor):
         x, h0, w, w_in, states = ctx.saved_tensors
         need = ctx.needs_input_grad

@@ -199,3 +199,23 @@ def test_fused_network_chunks_agree_and_direct_state_gradient_reaches_readout():
         assert torch.allclose(direct[-1], model.readout.weight.sum(0).expand(2, 6)) and direct[:-1].abs().max() == 0
     for g in grads[1:]:
         assert (g - grads[0]).abs().max().item() < 1e-13
+
+
+def test_backward_flushes_subnormals_only_while_it_runs():
+    from stability.recurrence import _denormals_flushed
+
+    torch.manual_seed(9)
+    model = RecurrentNet(3, 8, 2, "dense").double()
+    x = torch.randn(300, 2, 3, dtype=torch.float64)
+    assert not _denormals_flushed()
+    out, _ = model(x)
+    out[-1].sum().backward()
+    assert not _denormals_flushed()
+    assert torch.isfinite(model.input_map.weight.grad).all()
+    torch.set_flush_denormal(True)
+    try:
+        model.zero_grad()
+        model(x)[0][-1].sum().backward()
+        assert _denormals_flushed()  # a mode the caller set stays set
+    finally:
+        torch.set_flush_denormal(False)
