@@ -39,7 +39,7 @@ def loop_recurrence(xw: Tensor, h0: Tensor, w: Tensor, nonlinearity: str) -> Ten
     h = h0
     states = []
     for x_t in xw.unbind(0):  # unbind, never xw[t]: indexing makes backward O(T²)
-        h = phi(x_t + h @ w.T)
+        h = phi(x_t + h @ w.mT)
         states.append(h)
     return torch.stack(states)
 
@@ -122,9 +122,9 @@ class FusedRecurrence(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_h0 = d_steps[0] @ w
         if ctx.needs_input_grad[2]:
-            grad_w = d_steps[0].T @ h0
+            grad_w = d_steps[0].mT @ h0
             if steps > 1:
-                grad_w.addmm_(delta[1:].reshape(-1, n).T, states[:-1].reshape(-1, n))
+                grad_w.addmm_(delta[1:].reshape(-1, n).mT, states[:-1].reshape(-1, n))
         return delta, grad_h0, grad_w, None
 
 
@@ -207,18 +207,18 @@ class FusedNetwork(torch.autograd.Function):
             flat = ring.view(-1, n)
             if grad_w is not None:
                 if start > 0:
-                    grad_w.addmm_(flat.T, states[start - 1:stop - 1].reshape(-1, n))
+                    grad_w.addmm_(flat.mT, states[start - 1:stop - 1].reshape(-1, n))
                 else:
-                    grad_w.addmm_(d_steps[0].T, h0)
+                    grad_w.addmm_(d_steps[0].mT, h0)
                     if stop > 1:
-                        grad_w.addmm_(ring[1:].reshape(-1, n).T, states[:stop - 1].reshape(-1, n))
+                        grad_w.addmm_(ring[1:].reshape(-1, n).mT, states[:stop - 1].reshape(-1, n))
             if ctx.tokens:
                 if grad_w_in is not None:
                     grad_w_in.t().index_add_(0, x[start:stop].reshape(-1), flat)
             else:
                 xs = x[start:stop].reshape(-1, x.shape[2])
                 if grad_w_in is not None:
-                    grad_w_in.addmm_(flat.T, xs)
+                    grad_w_in.addmm_(flat.mT, xs)
                 if grad_x is not None:
                     grad_x[start:stop].view(-1, x.shape[2]).addmm_(flat, w_in)
             if grad_b_in is not None:
@@ -256,7 +256,7 @@ class ReadSteps(torch.autograd.Function):
             if len(read):
                 grad_states.index_copy_(0, read, (go2 @ w_out).view(len(read), *states.shape[1:]))
         if ctx.needs_input_grad[1]:
-            grad_w = go2.T @ hs.reshape(-1, n)
+            grad_w = go2.mT @ hs.reshape(-1, n)
         if ctx.needs_input_grad[2]:
             grad_b = go2.sum(0)
         return grad_states, grad_w, grad_b

@@ -115,7 +115,7 @@ def skew_expm(a: Tensor) -> Tensor:
         wd = w.detach()
         wide = wd.double()  # the residual alone in float64: float32 GEMMs would leave ~n·u in it
         eye = torch.eye(wd.shape[0], dtype=torch.float64, device=wd.device)
-        residual = torch.addmm(eye, wide.T, wide, alpha=-1).to(wd.dtype)  # I − WᵀW
+        residual = torch.addmm(eye, wide.mT, wide, alpha=-1).to(wd.dtype)  # I − WᵀW
         correction = wd @ residual
         correction.mul_(0.5)  # W(3I − WᵀW)/2 − W = W(I − WᵀW)/2
     return (w + correction).to(dtype)

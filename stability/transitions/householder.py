@@ -121,8 +121,9 @@ class _TriangularBlocks(torch.autograd.Function):
 
         R = (T v) X,  X ← X − vᵀ R.
 
-    With the identity as operand the window is also restricted to columns st.. (the later
-    blocks leave the identity there). Backward, block by block in forward order, with G the
+    With the identity as operand the window is also restricted to columns st..: the later
+    blocks leave it diag(I_b, C'), so X is kept as C' alone and the products with it skip
+    the identity part. Backward, block by block in forward order, with G the
     window of ∂L/∂C: Y = (Tᵀ v) G (= −∂L/∂(vX)), K = Y Rᵀ (= ∂L/∂S),
     ∂L/∂v = −Y Xᵀ − R Gᵀ + (striu(K) + striu(K)ᵀ + diag(K)) v, and G ← G − vᵀ Y.
     T v, Tᵀ v and the last term are batched over the blocks.
@@ -146,10 +147,15 @@ class _TriangularBlocks(torch.autograd.Function):
         saved = [None] * m
         for i in reversed(range(m)):
             start = i * block
-            window = c[start:, start:] if identity else c[start:]
-            x = window.clone()
-            r = tv[i, :, start:n] @ x
-            window.addmm_(blocks[i, :, start:n].T, r, alpha=-1)
+            if identity:  # the window is diag(I, C') with C' the later blocks' product: R = [Tv₁, Tv₂C']
+                window, stop = c[start:, start:], min(start + block, n)
+                x = c[stop:, stop:].clone()
+                r = tv[i, :, start:n] if stop == n else torch.cat([tv[i, :, start:stop], tv[i, :, stop:n] @ x], 1)
+            else:
+                window = c[start:]
+                x = window.clone()
+                r = tv[i, :, start:n] @ x
+            window.addmm_(blocks[i, :, start:n].mT, r, alpha=-1)
             saved[i] = (r, x)
         ctx.save_for_backward(blocks, factors)
         ctx.saved_blocks, ctx.identity, ctx.k = saved, identity, k
@@ -171,9 +177,17 @@ class _TriangularBlocks(torch.autograd.Function):
             g = grad_c[start:, start:] if identity else grad_c[start:]
             y = ttv[i, :, start:n] @ g
             if want_v:
-                torch.mm(y, r.T, out=ks[i])
-                grad_blocks[i, :, start:n].addmm_(y, x.T, alpha=-1).addmm_(r, g.T, alpha=-1)
-            g.addmm_(blocks[i, :, start:n].T, y, alpha=-1)
+                torch.mm(y, r.mT, out=ks[i])
+                gv = grad_blocks[i, :, start:n]
+                if identity:  # X = diag(I, C')
+                    width = n - start - x.shape[0]
+                    gv[:, :width].sub_(y[:, :width])
+                    if x.shape[0]:
+                        gv[:, width:].addmm_(y[:, width:], x.mT, alpha=-1)
+                else:
+                    gv.addmm_(y, x.mT, alpha=-1)
+                gv.addmm_(r, g.mT, alpha=-1)
+            g.addmm_(blocks[i, :, start:n].mT, y, alpha=-1)
         grad_v = None
         if want_v:
             grad_blocks.baddbmm_(_symmetric_from_upper(ks), blocks)

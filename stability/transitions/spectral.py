@@ -69,7 +69,7 @@ def svd_compose(u_vectors: Tensor, sigma: Tensor, v_vectors: Tensor) -> Tensor:
     r = sigma.shape[0]
     m, n = u_vectors.shape[1], v_vectors.shape[1]
     v = triangular_householder_product(v_vectors)[:, :r]
-    right = (v * sigma).T
+    right = (v * sigma).mT
     if r < m:
         right = torch.cat([right, right.new_zeros(m - r, n)])
     return triangular_householder_product(u_vectors, right)
@@ -146,6 +146,6 @@ class SpectralTransition(Transition):
         t = t.to(dtype=w.dtype, device=w.device)
         with torch.no_grad():
             t.u.set_(reflectors_from_orthogonal(u).to(w.dtype))
-            t.v.set_(reflectors_from_orthogonal(vh.T).to(w.dtype))
+            t.v.set_(reflectors_from_orthogonal(vh.mT).to(w.dtype))
             t.p.copy_(p.to(w.dtype))
         return t
