@@ -7,14 +7,14 @@ so r(A) = P⁻ᵀP for P = q(A). :func:`skew_expm` evaluates it by scaling and s
 the rounding left in WᵀW − I by one Newton–Schulz step W + W(I − WᵀW)/2, which squares
 that error. Only the residual I − WᵀW (one GEMM, no backward) is formed in float64: in
 float32 its own rounding (about n·u) would stay in W. Over 2,000 Adam steps (lr 1e-2,
-n = 256) max|WᵀW − I| stayed below 1e-7 this way, against 1.2e-5 for
-torch.linalg.matrix_exp in float32. The correction is the identity on the tangent space at an orthogonal W
+n = 256, RecurrentNet on a fixed regression) max|WᵀW − I| stayed at 7.9e-8 (measured in
+float64) this way, against 1.9e-5 for torch.linalg.matrix_exp in float32. The correction is the identity on the tangent space at an orthogonal W
 (its derivative there is dW − W·sym(WᵀdW), and dW = W·skew for the exponential), so the
 backward goes straight through it and autograd differentiates only the Padé and squarings.
 
-Cost, forward + backward, n = 256..512, ‖A‖₂ = 3: about 9 n×n GEMMs forward + backward
-against 40 for torch.linalg.matrix_exp in float32 (whose backward is the exponential of a
-2n×2n block matrix) and 80 for it in float64.
+Cost, forward + backward, n = 256..512: about 9–12× one n×n GEMM forward + backward,
+against about 40× for torch.linalg.matrix_exp in float32 (whose backward is the
+exponential of a 2n×2n block matrix) and 85× for it in float64.
 """
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ class ExpRNNTransition(_SkewTransition):
     float32 ‖WᵀW − I‖ stays at the rounding level (below 1e-6 at n = 256 for any ‖A‖)
     where torch.linalg.matrix_exp's Taylor form drifted to 1.3e-5 as ‖A‖ grew in training.
     ``exp_in_float64=True`` computes torch.linalg.matrix_exp in float64 and rounds instead
-    (about 9× the cost of building W this way).
+    (5–10× the cost of building W this way).
     """
 
     def __init__(self, n: int, init: str = "henaff", exp_in_float64: bool = False):
