@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from . import transitions
-from .recurrence import (ENGINES, NONLINEARITIES, derivative_from_output, fused_recurrence,
+from .recurrence import (ENGINES, NONLINEARITIES, derivative_from_output, fused_network, fused_recurrence,
                          loop_recurrence, native_recurrence, resolve_engine)
 from .checks import check_choice, check_size
 
@@ -156,9 +156,20 @@ class RecurrentNet(nn.Module):
         return fused_recurrence(xw, h0, w, self.nonlinearity)
 
     def forward(self, x: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Return ``(outputs, hidden_states)``: (T, B, output_size) and (T, B, hidden_size)."""
-        states = self.recurrence(x, h0)
-        return self.readout(states), states
+        """Return ``(outputs, hidden_states)``: (T, B, output_size) and (T, B, hidden_size).
+
+        With the fused engine the input map, recurrence and readout run as one
+        :class:`~stability.recurrence.FusedNetwork` (same results as the separate modules).
+        """
+        p = self.input_map.weight
+        if resolve_engine(self.engine, p.device) != "fused":
+            states = self.recurrence(x, h0)
+            return self.readout(states), states
+        steps, batch = self._check_input(x, h0)
+        if h0 is None:
+            h0 = torch.zeros(batch, self.hidden_size, dtype=p.dtype, device=p.device)
+        return fused_network(x, h0, self.transition.matrix(), p, self.input_map.bias,
+                             self.readout.weight, self.readout.bias, self.nonlinearity)
 
     def extra_repr(self) -> str:
         return f"nonlinearity={self.nonlinearity!r}, engine={self.engine!r}, input_init={self.input_init!r}"

@@ -94,3 +94,64 @@ def test_reflectors_from_structured_orthogonal_are_never_zero(name):
     v = vs.clone().requires_grad_(True)
     (householder_product(v) * torch.randn(n, n, dtype=torch.float64)).sum().backward()
     assert bool((v.grad[:-1].norm(dim=1) > 0).all())
+# ----------------------------------------------------------------------------- triangular blocks
+from stability.transitions.householder import triangular_householder_product  # noqa: E402
+
+
+def test_triangular_product_equals_sequential_at_256():
+    g = torch.Generator().manual_seed(20)
+    v = torch.randn(256, 256, generator=g, dtype=torch.float64).triu().requires_grad_(True)
+    upstream = torch.randn(256, 256, generator=g, dtype=torch.float64)
+    fast, ref = triangular_householder_product(v), householder_product_reference(v)
+    assert (fast - ref).abs().max().item() < 1e-10
+    (gf,) = torch.autograd.grad(fast, v, upstream)
+    (gr,) = torch.autograd.grad(ref, v, upstream)
+    assert ((gf - gr.triu()).abs().max() / gr.abs().max()).item() < 1e-10
+    assert gf.tril(-1).abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("k,n,block", [(1, 1, None), (5, 20, 2), (7, 9, 3), (9, 9, 4), (33, 64, 8), (64, 64, 64)])
+def test_triangular_product_and_right_operand_match_definition(k, n, block):
+    g = torch.Generator().manual_seed(k * 100 + n)
+    v = torch.randn(k, n, generator=g, dtype=torch.float64).triu()
+    if k > 1:
+        v[k // 2] = 0.0  # a zero vector stands for the identity
+    v.requires_grad_(True)
+    right = torch.randn(n, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    up_q, up_r = torch.randn(n, n, generator=g, dtype=torch.float64), torch.randn(n, 3, generator=g, dtype=torch.float64)
+    q, ref = triangular_householder_product(v, block=block), householder_product_reference(v)
+    assert torch.allclose(q, ref, atol=1e-12, rtol=0)
+    y = triangular_householder_product(v, right, block=block)
+    assert torch.allclose(y, ref @ right, atol=1e-12, rtol=0)
+    loss = lambda a, b: (a * up_q).sum() + (b * up_r).sum()  # noqa: E731
+    got = torch.autograd.grad(loss(q, y), (v, right))
+    want = torch.autograd.grad(loss(ref, ref @ right), (v, right))
+    assert torch.allclose(got[0], want[0].triu(), atol=1e-11, rtol=0)
+    assert torch.allclose(got[1], want[1], atol=1e-11, rtol=0)
+
+
+def test_triangular_product_ignores_entries_below_the_diagonal():
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(6, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    q = triangular_householder_product(v, block=4)
+    assert torch.allclose(q, householder_product_reference(v.detach().triu()), atol=1e-13)
+    (grad,) = torch.autograd.grad(q.sum(), v)
+    assert grad.tril(-1).abs().max().item() == 0.0
+
+
+def test_triangular_product_gradcheck():
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(5, 7, generator=g, dtype=torch.float64).triu().requires_grad_(True)
+    right = torch.randn(7, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: triangular_householder_product(a.triu(), block=2), (v,))
+    assert torch.autograd.gradcheck(lambda a, b: triangular_householder_product(a.triu(), b, block=3), (v, right))
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: triangular_householder_product(torch.randn(5, 4)), r"k <= n"),
+    (lambda: triangular_householder_product(torch.randn(3, 4), torch.randn(5, 2)), r"right must be a matrix with 4 rows"),
+    (lambda: triangular_householder_product(torch.randn(3, 4), block=0), r"block=0 must be an int >= 1"),
+])
+def test_triangular_product_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

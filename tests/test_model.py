@@ -181,3 +181,74 @@ def test_default_input_init_is_nn_linear_and_draws_as_before():
     assert model.options()["input_init"] == "torch"
     with pytest.raises(ValueError, match=r"input_init='xavier' is not known; allowed: 'torch', 'glorot', 'official'"):
         RecurrentNet(3, 6, 2, input_init="xavier")
+# ----------------------------------------------------------------------------- fused network
+LOSSES = {
+    "all outputs": lambda out, st: (out ** 2).sum(),
+    "last output": lambda out, st: (out[-1] ** 2).sum(),
+    "two outputs": lambda out, st: (out[2] ** 2).sum() + out[4].sum(),
+    "states only": lambda out, st: (st ** 3).sum(),
+    "outputs and states": lambda out, st: (out[-2] ** 2).sum() + (st[1] * st[3]).sum(),
+}
+
+
+@pytest.mark.parametrize("loss_name", list(LOSSES))
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("tokens", [False, True])
+def test_fused_network_matches_loop_for_every_read_pattern(loss_name, nonlinearity, tokens):
+    torch.manual_seed(7)
+    model = RecurrentNet(5, 6, 4, "dense", nonlinearity=nonlinearity).double()
+    x = (torch.randint(0, 5, (7, 3)) if tokens
+         else torch.randn(7, 3, 5, dtype=torch.float64, requires_grad=True))
+    h0 = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    results = {}
+    for engine in ("fused", "loop"):
+        model.engine = engine
+        model.zero_grad(set_to_none=True)
+        out, states = model(x, h0)
+        inputs = [h0, *model.parameters()] + ([] if tokens else [x])
+        grads = torch.autograd.grad(LOSSES[loss_name](out, states), inputs, allow_unused=True)
+        results[engine] = [out.detach(), states.detach()] + [
+            torch.zeros(1, dtype=torch.float64) if g is None else g for g in grads]
+    for a, b in zip(results["fused"], results["loop"]):
+        assert (a - b).abs().max().item() < 1e-12
+
+
+def test_fused_network_chunks_agree_and_direct_state_gradient_reaches_readout():
+    from stability.recurrence import fused_network
+
+    torch.manual_seed(8)
+    model = RecurrentNet(5, 6, 4).double()
+    x = torch.randn(9, 2, 5, dtype=torch.float64)
+    h0 = torch.zeros(2, 6, dtype=torch.float64)
+    w = model.transition.matrix()
+    grads = []
+    for chunk in (1, 2, 4, 9, 50):
+        out, states = fused_network(x, h0, w, model.input_map.weight, model.input_map.bias,
+                                    model.readout.weight, model.readout.bias, "tanh", chunk=chunk)
+        params = list(model.parameters())
+        grads.append(torch.cat([g.flatten() for g in torch.autograd.grad((out ** 2).sum(), params, retain_graph=True)]))
+        # the outputs hang off the returned states: ∂L/∂h_t through the readout, as with nn.Linear
+        (direct,) = torch.autograd.grad(out[-1].sum(), states)
+        assert torch.allclose(direct[-1], model.readout.weight.sum(0).expand(2, 6)) and direct[:-1].abs().max() == 0
+    for g in grads[1:]:
+        assert (g - grads[0]).abs().max().item() < 1e-13
+
+
+def test_backward_flushes_subnormals_only_while_it_runs():
+    from stability.recurrence import _denormals_flushed
+
+    torch.manual_seed(9)
+    model = RecurrentNet(3, 8, 2, "dense").double()
+    x = torch.randn(300, 2, 3, dtype=torch.float64)
+    assert not _denormals_flushed()
+    out, _ = model(x)
+    out[-1].sum().backward()
+    assert not _denormals_flushed()
+    assert torch.isfinite(model.input_map.weight.grad).all()
+    torch.set_flush_denormal(True)
+    try:
+        model.zero_grad()
+        model(x)[0][-1].sum().backward()
+        assert _denormals_flushed()  # a mode the caller set stays set
+    finally:
+        torch.set_flush_denormal(False)

@@ -78,6 +78,153 @@ def householder_product(vectors: Tensor) -> Tensor:
     return _CompactWY.apply(vectors)[0]
 
 
+def _block_size(n: int) -> int:
+    """Reflectors per block of :func:`triangular_householder_product`: n/4, within 32..64."""
+    return max(32, min(64, -(-n // 4)))
+
+
+def _block_factors(blocks: Tensor) -> Tensor:
+    """T = S⁻¹ for each block of reflectors, S = diag(‖vᵢ‖²/2) + striu(V Vᵀ), batched.
+
+    ``blocks`` is (m, b, n), one block of b reflector rows each; T (m, b, b) is the block's
+    compact-WY factor: H(v₁)···H(v_b) = I − Vᵀ T V (LAPACK's larft). A zero row stands for
+    the identity (its diagonal entry of S is taken as 1). The triangular solve reads only
+    the upper triangle of S, so the Gram matrix's lower half is left in place.
+    """
+    s = blocks @ blocks.transpose(1, 2)
+    half = s.diagonal(dim1=1, dim2=2)
+    half.mul_(0.5).masked_fill_(half == 0, 1.0)
+    eye = torch.eye(s.shape[1], dtype=s.dtype, device=s.device).expand_as(s)
+    return torch.linalg.solve_triangular(s, eye, upper=True)
+
+
+def _diagonal_blocks(padded: Tensor, block: int) -> Tensor:
+    """The (m, b, b) view of the diagonal blocks of a (m·b, w) matrix with w >= m·b."""
+    m = padded.shape[0] // block
+    row, col = padded.stride()
+    return padded.as_strided((m, block, block), (block * row + block * col, row, col), padded.storage_offset())
+
+
+def _symmetric_from_upper(k: Tensor) -> Tensor:
+    """striu(K) + striu(K)ᵀ + diag(K), batched over the leading dimension."""
+    m = k.triu(1)
+    m = m + m.transpose(1, 2)
+    m.diagonal(dim1=1, dim2=2).copy_(k.diagonal(dim1=1, dim2=2))
+    return m
+
+
+class _TriangularBlocks(torch.autograd.Function):
+    """Blocked product of triangular-layout reflectors applied to a matrix, hand-written backward.
+
+    Blocks of b reflectors are applied from the last to the first. Block i (rows st..st+b of
+    the reflector matrix) acts on rows st.. of the operand C: with v its (b, N) vectors
+    (columns st..), T = S⁻¹ its compact-WY factor and X the window of C it reads,
+
+        R = (T v) X,  X ← X − vᵀ R.
+
+    With the identity as operand the window is also restricted to columns st..: the later
+    blocks leave it diag(I_b, C'), so X is kept as C' alone and the products with it skip
+    the identity part. Backward, block by block in forward order, with G the
+    window of ∂L/∂C: Y = (Tᵀ v) G (= −∂L/∂(vX)), K = Y Rᵀ (= ∂L/∂S),
+    ∂L/∂v = −Y Xᵀ − R Gᵀ + (striu(K) + striu(K)ᵀ + diag(K)) v, and G ← G − vᵀ Y.
+    T v, Tᵀ v and the last term are batched over the blocks.
+    """
+
+    @staticmethod
+    def forward(ctx, vectors: Tensor, right: Tensor | None, block: int) -> Tensor:
+        k, n = vectors.shape
+        identity = right is None
+        m = -(-k // block)
+        # zero rows are identity reflectors; zero columns beyond n are never read
+        padded = vectors.new_zeros(m * block, max(n, m * block))
+        padded[:k, :n] = vectors
+        for i in range(1, m):  # the rows of block i are zero before column i·b ...
+            padded[i * block:(i + 1) * block, :i * block] = 0.0
+        _diagonal_blocks(padded, block).triu_()  # ... and below the diagonal inside it
+        blocks = padded.view(m, block, -1)
+        factors = _block_factors(blocks)
+        tv = factors @ blocks
+        c = torch.eye(n, dtype=vectors.dtype, device=vectors.device) if identity else right.clone()
+        saved = [None] * m
+        for i in reversed(range(m)):
+            start = i * block
+            if identity:  # the window is diag(I, C') with C' the later blocks' product: R = [Tv₁, Tv₂C']
+                window, stop = c[start:, start:], min(start + block, n)
+                x = c[stop:, stop:].clone()
+                r = tv[i, :, start:n] if stop == n else torch.cat([tv[i, :, start:stop], tv[i, :, stop:n] @ x], 1)
+            else:
+                window = c[start:]
+                x = window.clone()
+                r = tv[i, :, start:n] @ x
+            window.addmm_(blocks[i, :, start:n].mT, r, alpha=-1)
+            saved[i] = (r, x)
+        ctx.save_for_backward(blocks, factors)
+        ctx.saved_blocks, ctx.identity, ctx.k = saved, identity, k
+        return c
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_c: Tensor):
+        blocks, factors = ctx.saved_tensors
+        identity, want_v = ctx.identity, ctx.needs_input_grad[0]
+        m, block, _ = blocks.shape
+        n = grad_c.shape[0]
+        grad_c = grad_c.clone()
+        ttv = factors.transpose(1, 2) @ blocks
+        grad_blocks = torch.zeros_like(blocks) if want_v else None
+        ks = blocks.new_empty(m, block, block) if want_v else None
+        for i, (r, x) in enumerate(ctx.saved_blocks):
+            start = i * block
+            g = grad_c[start:, start:] if identity else grad_c[start:]
+            y = ttv[i, :, start:n] @ g
+            if want_v:
+                torch.mm(y, r.mT, out=ks[i])
+                gv = grad_blocks[i, :, start:n]
+                if identity:  # X = diag(I, C')
+                    width = n - start - x.shape[0]
+                    gv[:, :width].sub_(y[:, :width])
+                    if x.shape[0]:
+                        gv[:, width:].addmm_(y[:, width:], x.mT, alpha=-1)
+                else:
+                    gv.addmm_(y, x.mT, alpha=-1)
+                gv.addmm_(r, g.mT, alpha=-1)
+            g.addmm_(blocks[i, :, start:n].mT, y, alpha=-1)
+        grad_v = None
+        if want_v:
+            grad_blocks.baddbmm_(_symmetric_from_upper(ks), blocks)
+            grad_v = grad_blocks.view(m * block, -1)
+            _diagonal_blocks(grad_v, block).triu_()
+            grad_v = grad_v[:ctx.k, :n]
+        return grad_v, (None if identity else grad_c), None
+
+
+def triangular_householder_product(vectors: Tensor, right: Tensor | None = None,
+                                   block: int | None = None) -> Tensor:
+    """H(v₁)···H(v_k) (times ``right`` when given) for the rows of an upper-triangular (k, n) matrix.
+
+    Row j of ``triu(vectors)`` is the reflector vector vⱼ (zero before column j, the
+    Spectral-RNN layout); entries below the diagonal are taken as zero and get zero gradient,
+    so this equals ``householder_product(vectors.triu())`` (@ ``right``). The reflectors are
+    grouped in blocks of ``block`` (default n/4, within 32..64); a block's product I − VᵀS⁻¹V acts only
+    on the coordinates from its first row on, so the blocks are applied from the last to the
+    first, each to the trailing part only (LAPACK's dorgqr order): about 2n³/3 multiply-adds
+    for k = n against the full compact form's 2.5n³, all in GEMMs of inner size ``block``.
+    ``right`` (n, m) is multiplied in without forming the product (about n²m multiply-adds).
+    Hand-written backward (:class:`_TriangularBlocks`); first-order gradients only.
+    """
+    _check_vectors(vectors)
+    k, n = vectors.shape
+    if k > n:
+        raise ValueError(f"triangular reflectors need k <= n, got shape {tuple(vectors.shape)}")
+    if right is not None and (not isinstance(right, Tensor) or right.dim() != 2 or right.shape[0] != n):
+        raise ValueError(f"right must be a matrix with {n} rows, got shape {tuple(getattr(right, 'shape', ()))}")
+    if block is None:
+        block = _block_size(n)
+    elif isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block={block!r} must be an int >= 1")
+    return _TriangularBlocks.apply(vectors, right, block)
+
+
 def householder_product_reference(vectors: Tensor) -> Tensor:
     """The plain definition: multiply the k reflectors one rank-1 update at a time."""
     _check_vectors(vectors)

@@ -9,9 +9,10 @@ Parameterization", ICML 2018.
 Reflector H_j acts on the last j coordinates: as in the official implementation the
 reflector vectors are the rows of an upper-triangular k×n matrix (row j is zero before
 column j) and are stored here by those free entries only. The pᵢ start at 0, so W starts
-with every σᵢ = σ*. Both U and V are materialized in compact WY form
-(:func:`~stability.transitions.householder.householder_product`), then W = (U·σ) Vᵀ:
-one forward costs a handful of n×n GEMMs, never a reflector per time step.
+with every σᵢ = σ*. V is materialized by the blocked triangular product
+(:func:`~stability.transitions.householder.triangular_householder_product`) and U's
+reflectors are applied to Σ Vᵀ block by block (:func:`svd_compose`): building W costs about
+two n×n GEMMs' worth of multiply-adds forward and backward, never a reflector per time step.
 
 With k = n the last row holds a single entry, and its "reflector" is diag(1, …, 1, −1)
 for any non-zero value (the identity for 0): the paper's H₁ sign choice.
@@ -30,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Transition, check_bool, check_size, check_square, register
-from .householder import householder_product, normalize_rows, reflectors_from_orthogonal
+from .householder import normalize_rows, reflectors_from_orthogonal, triangular_householder_product
 
 
 def check_margin(margin, center) -> tuple[float, float]:
@@ -68,11 +69,20 @@ def sigma_to_p(sigma: Tensor, margin: float, center: float) -> Tensor:
 
 
 def svd_compose(u_vectors: Tensor, sigma: Tensor, v_vectors: Tensor) -> Tensor:
-    """U[:, :r] diag(σ) V[:, :r]ᵀ with U, V reflector products and r = len(σ) (any m×n)."""
+    """U[:, :r] diag(σ) V[:, :r]ᵀ with U, V reflector products and r = len(σ) (any m×n).
+
+    The reflector vectors are the rows of upper-triangular (k, m) and (k', n) matrices (the
+    Spectral-RNN layout; entries below the diagonal are taken as zero). V is built by the
+    blocked product (:func:`~stability.transitions.householder.triangular_householder_product`);
+    U is never formed: its reflectors are applied to diag(σ) V[:, :r]ᵀ, block by block.
+    """
     r = sigma.shape[0]
-    u = householder_product(u_vectors)[:, :r]
-    v = householder_product(v_vectors)[:, :r]
-    return (u * sigma) @ v.T
+    m, n = u_vectors.shape[1], v_vectors.shape[1]
+    v = triangular_householder_product(v_vectors)[:, :r]
+    right = (v * sigma).mT
+    if r < m:
+        right = torch.cat([right, right.new_zeros(m - r, n)])
+    return triangular_householder_product(u_vectors, right)
 
 
 class TriangularReflectors(nn.Module):
@@ -84,6 +94,7 @@ class TriangularReflectors(nn.Module):
         rows, cols = torch.triu_indices(k, n)
         self.register_buffer("_rows", rows, persistent=False)
         self.register_buffer("_cols", cols, persistent=False)
+        self.register_buffer("_flat", rows * n + cols, persistent=False)
         self.values = nn.Parameter(torch.randn(rows.numel()))
 
     def forward(self) -> Tensor:
@@ -91,7 +102,8 @@ class TriangularReflectors(nn.Module):
 
     def dense(self, values: Tensor) -> Tensor:
         """The (k, n) upper-triangular matrix holding free entries ``values``."""
-        return values.new_zeros(self.k, self.n).index_put((self._rows, self._cols), values)
+        flat = self._flat.to(values.device)
+        return values.new_zeros(self.k * self.n).index_copy(0, flat, values).view(self.k, self.n)
 
     def entries(self, dense: Tensor) -> Tensor:
         """The free entries of a (k, n) matrix (its upper triangle), in storage order."""
