@@ -127,7 +127,8 @@ class _References(HTMLParser):
 def test_page_marks_the_slow_commit_and_is_offline(measured, tmp_path, capsys):
     repo, (c1, c2, c3) = measured
     out = tmp_path / "page"
-    assert main(["--results", str(repo / ".asv" / "results"), "--out", str(out)]) == 0
+    # steps under 50% are left out: the 3x step must be found, timing noise (a loaded CI machine) must not
+    assert main(["--results", str(repo / ".asv" / "results"), "--out", str(out), "--threshold", "0.5"]) == 0
     assert f"page {out / 'index.html'}" in capsys.readouterr().out
 
     steps = pd.read_csv(out / "steps.csv")
