@@ -97,3 +97,43 @@ def test_report_goes_to_an_ignored_folder_by_default(suite_file, tmp_path, capsy
     assert rc == 0, err
     assert (tmp_path / "runs" / "tiny-report" / "index.html").is_file()
     assert not (tmp_path / "reports").exists()
+
+
+def test_progress_label_keeps_what_tells_runs_apart():
+    from stability.runner.schedule import short_label
+
+    grid = [f"probe:jacobian(T=300, batch=8) spectral-grid:spectral(reflectors={k}, margin={m}) n=64 seed=0"
+            for k in (8, 64) for m in (0.01, 0.1)]
+    shown = [short_label(label) for label in grid]
+    assert len(set(shown)) == len(grid) and all(len(s) <= 72 for s in shown)
+    assert short_label("task:copy dense n=8 seed=0") == "task:copy dense n=8 seed=0"
+
+
+def test_bench_help_describes_every_group(capsys):
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(buf.getvalue().split())
+    assert "(a)" in text and "(b)" in text and "(c)" in text and "Jacobian" in text
+
+
+def test_readme_links_resolve():
+    """Every relative link of the README (files and in-page anchors) points at something that exists."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text(encoding="utf-8")
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        if path:
+            assert (root / path).exists(), f"README links to a missing file: {target}"
+        elif anchor:
+            assert anchor in anchors, f"README links to a missing section: #{anchor}"
