@@ -36,26 +36,6 @@ def check_choice(name: str, value, choices) -> str:
     return value
 
 
-def check_float(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
-                open_min: bool = False, allow_inf: bool = False) -> float:
-    """A real number (int or float, not bool), finite unless ``allow_inf``, within the bounds.
-
-    NaN is always refused: a NaN option would run and "finish" with NaN results.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise ValueError(f"{name}={value} is not allowed; it must be a finite number")
-    low_ok = minimum is None or (value > minimum if open_min else value >= minimum)
-    high_ok = maximum is None or value <= maximum
-    if not (low_ok and high_ok):
-        lo = "" if minimum is None else f"{'>' if open_min else '>='} {minimum:g}"
-        hi = "" if maximum is None else f"<= {maximum:g}"
-        raise ValueError(f"{name}={value:g} is out of range; allowed: {' and '.join(s for s in (lo, hi) if s)}")
-    return value
-
-
 def check_finite_options(owner: str, options: dict) -> None:
     """Refuse a NaN or infinite float anywhere in ``options`` (nested lists and tables included)."""
     def walk(key: str, v) -> None:

@@ -92,17 +92,6 @@ class RunConfig:
         """The stable id: a hash of the hashed fields."""
         return config_id(self.to_dict())
 
-    def without_seed(self) -> dict:
-        """The configuration the seeds of one row share (the report aggregates over seeds)."""
-        d = self.to_dict()
-        d.pop("seed")
-        return d
-
-    @property
-    def task(self) -> "Definition":
-        """The task's definition, read through attributes (empty for a probe run)."""
-        return Definition(self.definition)
-
 
 class Definition(dict):
     """A task's ``definition()`` as stored in a run config, with the facts the report reads."""

@@ -28,7 +28,7 @@ from .jacobian import half_life, jacobian_decay
 from .lyapunov import lyapunov_spectrum, top_exponent
 from .spectrum import spectrum, spectrum_summary
 
-from .registry import PROBES, Probe, get_probe, measure, register, scalar_metrics, scalar_rows
+from .registry import PROBES, Probe, get_probe, measure, register, scalar_rows
 
 
 def available() -> list[str]:
@@ -77,6 +77,6 @@ register("gradient_flow", inputs=("x", "loss_fn", "y"), rows=_gradient_rows, sca
 
 from .study import init_study, options_label  # noqa: E402  (uses the registry above)
 
-__all__ = ["available", "get", "register", "measure", "get_probe", "Probe", "PROBES", "scalar_metrics", "jacobian_decay", "half_life", "gradient_flow", "grad_ratio",
+__all__ = ["available", "get", "register", "measure", "get_probe", "Probe", "PROBES", "jacobian_decay", "half_life", "gradient_flow", "grad_ratio",
            "lyapunov_spectrum", "top_exponent", "spectrum", "spectrum_summary", "init_study",
            "options_label"]

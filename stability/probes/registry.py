@@ -79,14 +79,6 @@ def get_probe(name: str) -> Probe:
     return entry
 
 
-def scalar_metrics() -> tuple[str, ...]:
-    """Every scalar metric a registered probe stores."""
-    out: list[str] = []
-    for name in PROBES.available():
-        out += [m for m in get_probe(name).scalars if m not in out]
-    return tuple(out)
-
-
 def scalar_rows(values: dict, names: tuple[str, ...], split: str) -> list[Row]:
     """``(0, split, name, value)`` for each of ``names`` present in ``values`` as a number."""
     rows = []

@@ -13,11 +13,11 @@ import itertools
 import os
 from dataclasses import dataclass, field
 
-from .. import probes, tasks
+from .. import probes
 from ..checks import did_you_mean
 from ..config import RunConfig
 from ..environment import resolve_device
-from .resolve import DATA_SOURCES, Resolver, data_dirs, data_needed, plain_json, train_options
+from .resolve import DATA_SOURCES, Resolver, data_dirs, data_needed, plain_json, train_signature
 from .spec import (DEFAULT_MEASURE, DEFAULT_MEASURE_BATCH, SuiteError, _axis, _grid, _unknown_key, parse_suite,
                    suite_source)
 
@@ -107,7 +107,7 @@ def _expand(spec: dict, origin: str, device: str, dirs: dict[str, str]) -> tuple
         where = f"transition[{i}]"
         checked = [res.transition_options(t["name"], g, where) for g in _grid(t.get("options", {}))]
         trans.append((t.get("label", t["name"]), t["name"], checked, where))
-    train_sig = train_options()
+    train_sig = train_signature()
     runs: dict[str, Run] = {}
     notes: list[str] = []
     for i, e in enumerate(spec["experiment"]):
@@ -133,9 +133,7 @@ def _expand(spec: dict, origin: str, device: str, dirs: dict[str, str]) -> tuple
             option_grid = [(o, res.probe_options(ename, o, where)) for o in _grid(e.get("options", {}))]
             train_grid = [None]
         else:
-            if ename not in tasks.available():
-                raise SuiteError(f"{origin}: {where}.task = {ename!r} is not a known task"
-                                 f"{did_you_mean(ename, tasks.available())}; available: {', '.join(tasks.available())}")
+            res.task_name(ename, where)
             opts = dict(e.get("options", {}))
             data_dir = opts.pop("data_dir", None)
             need = data_needed(ename, opts)
@@ -168,7 +166,7 @@ def _expand(spec: dict, origin: str, device: str, dirs: dict[str, str]) -> tuple
                 task, task_options, definition = res.task(ename, options, runtime.get("data_dir"), where)
                 in_size, out_size = int(task.input_size), int(task.output_size)
                 for tr in train_grid:  # decay_every = "epoch" needs a task with epochs
-                    res.train_options(where, tr, train_sig, task)
+                    res.check_decay(where, tr, task)
             else:
                 task_options, definition = options, {}
                 in_size, out_size = int(options["input_size"]), 1

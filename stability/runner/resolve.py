@@ -92,7 +92,7 @@ def coerce_like(value, default):
     return value
 
 
-def train_options() -> dict:
+def train_signature() -> dict:
     """Training option → default (from stability.train.train's signature)."""
     sig = inspect.signature(train)
     return {k: p.default for k, p in sig.parameters.items()
@@ -209,13 +209,18 @@ class Resolver:
         self._probes.add(key)
 
     # tasks ---------------------------------------------------------------------------
+    def task_name(self, name: str, where: str) -> str:
+        """``name`` if it is a registered task; a SuiteError with a "did you mean" otherwise."""
+        if name not in tasks.available():
+            raise SuiteError(f"{self.origin}: {where}.task = {name!r} is not a known task"
+                             f"{did_you_mean(name, tasks.available())}; available: {', '.join(tasks.available())}")
+        return name
+
     def task(self, name: str, options: dict, data_dir: str | None, where: str):
         """(task, resolved options, definition) for a task built once with its options."""
         key = json.dumps([name, options, data_dir], sort_keys=True)
         if key not in self._tasks:
-            if name not in tasks.available():
-                raise SuiteError(f"{self.origin}: {where}.task = {name!r} is not a known task; "
-                                 f"available: {', '.join(tasks.available())}")
+            self.task_name(name, where)
             allowed = [k for k in tasks.option_names(name) if k != "data_dir"]
             for k in options:
                 if k not in allowed:
@@ -255,8 +260,8 @@ class Resolver:
             raise SuiteError(f"{self.origin}: {where}.model: {exc}") from None
         return out
 
-    def train_options(self, where: str, given: dict, signature: dict, task=None) -> dict:
-        """A task run's training options, resolved and checked (against ``task`` where given)."""
+    def train_options(self, where: str, given: dict, signature: dict) -> dict:
+        """A task run's training options, resolved and checked."""
         origin = self.origin
         out = {**plain_defaults(signature), **plain_json(given, origin, f"{where}.train")}
         for key in ("steps", "batch_size", "eval_every", "eval_batches"):
@@ -281,12 +286,16 @@ class Resolver:
         opt = out.get("optimizer")
         if opt is not None and (not isinstance(opt, str) or opt not in OPTIMIZERS):
             raise SuiteError(f"{origin}: {where}.train.optimizer = {opt!r}; allowed: {', '.join(OPTIMIZERS)}")
-        try:
-            check_lr_decay(out.get("lr_decay"), out.get("decay_every", "epoch"), task, out.get("batch_size"))
-        except (TypeError, ValueError) as exc:
-            raise SuiteError(f"{origin}: {where}.train: {exc}") from None
+        self.check_decay(where, out)
         _finite(origin, f"{where}.train", out)
         return out
+
+    def check_decay(self, where: str, train: dict, task=None) -> None:
+        """The learning-rate decay of resolved training options (``decay_every="epoch"`` against ``task``)."""
+        try:
+            check_lr_decay(train.get("lr_decay"), train.get("decay_every", "epoch"), task, train.get("batch_size"))
+        except (TypeError, ValueError) as exc:
+            raise SuiteError(f"{self.origin}: {where}.train: {exc}") from None
 
 
 def last_step_mse(outputs, y):
