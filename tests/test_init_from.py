@@ -8,6 +8,8 @@ import stability.transitions as T
 from stability import RecurrentNet
 from stability.transitions import Transition
 
+from test_parametrize import random_orthogonal
+
 
 @pytest.fixture
 def float64():
@@ -18,14 +20,6 @@ def float64():
         yield
     finally:
         torch.set_default_dtype(before)
-
-
-def random_orthogonal(n, det, seed):
-    g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-    if torch.sign(torch.det(q)) != det:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 def test_every_builtin_has_an_inverse():
