@@ -171,5 +171,27 @@ class RecurrentNet(nn.Module):
         return fused_network(x, h0, self.transition.matrix(), p, self.input_map.bias,
                              self.readout.weight, self.readout.bias, self.nonlinearity)
 
+    def step_views(self, x: Tensor, h0: Tensor | None = None) -> list:
+        """The recurrence as one :class:`~stability.probes.steps.StepView`: s_t = φ(u_t + W s_{t−1}),
+        u_t = W_in x_t + b, with the closed form J_t = diag(φ'(a_t)) W (state: h, S = n)."""
+        from .probes.steps import StepView
+
+        steps, batch = self._check_input(x, h0)
+        p = self.input_map.weight
+        if h0 is None:
+            h0 = torch.zeros(batch, self.hidden_size, dtype=p.dtype, device=p.device)
+        with torch.no_grad():
+            w = self.transition.matrix().detach()
+            inputs = self.project_inputs(x).detach()
+            states = self.recurrence(x, h0, w).detach()
+        phi = torch.tanh if self.nonlinearity == "tanh" else torch.relu
+
+        def step(s: Tensor, u: Tensor) -> Tensor:
+            return phi(u + s @ w.mT)
+
+        return [StepView(name="forward", layout=(("h", self.hidden_size),), step=step, inputs=inputs,
+                         initial=h0.detach(), states=states, output_gradient=lambda g: g,
+                         closed_form=(w, self.activation_derivative(states)))]
+
     def extra_repr(self) -> str:
         return f"nonlinearity={self.nonlinearity!r}, engine={self.engine!r}, input_init={self.input_init!r}"
