@@ -3,7 +3,7 @@
 The public API, small enough to read in a minute:
 
 - ``stability.transitions``: ``create(name, n, **options)``, ``available()``, ``register(name)``,
-  the :class:`Transition` interface and the built-ins (dense, exprnn, cayley, householder, spectral).
+  the :class:`Transition` interface and the built-ins (dense, exprnn, cayley, householder, spectral, nnrnn).
 - :class:`RecurrentNet`: input map + transition + readout, W built once per forward.
 - ``stability.probes``: Jacobian norm decay, gradient flow, Lyapunov spectrum, spectrum tracking.
 - ``stability.tasks``: copy, adding, PTB (word and char), pixel digits; ``stability.train.train``.

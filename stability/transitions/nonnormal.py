@@ -17,8 +17,8 @@ outside the 2×2 blocks leave the eigenvalues alone; its entries (2k, 2k+1) lie 
 - **T**: the strict upper triangle, n(n−1)/2 free entries, zero at the start as in the
   official code (``upper_init_std`` > 0 draws them N(0, upper_init_std²) instead).
 
-Free parameters: n(n−1) + n//2 + ⌈n/2⌉ = n², as many as a dense W (the official module also holds n − n//2 angles that
-never reach W, and P and T as full n×n tensors; they are not counted here).
+Free parameters: n(n−1) + n//2 + ⌈n/2⌉ = n², as many as a dense W (the official module also
+holds n − n//2 angles that never reach W, and P and T as full n×n tensors; not counted here).
 
 Orientation: the official cell multiplies row vectors (h ← h·W), this package column vectors
 (h ← W h), so the official recurrence is the one of Wᵀ = P (Λ + T)ᵀ Pᵀ. The matrix itself is
@@ -139,7 +139,7 @@ class NonNormalTransition(_SkewTransition):
         return skew_expm(self.skew())
 
     def rotation_blocks(self) -> Tensor:
-        """Λ: the 2×2 blocks γₖ [[cos θₖ, −sin θₖ], [sin θₖ, cos θₖ]] (and γ alone last, for odd n)."""
+        """Λ: 2×2 blocks γₖ [[cos θₖ, −sin θₖ], [sin θₖ, cos θₖ]] (and γ alone last, for odd n)."""
         half = self.n // 2
         g, c, s = self.gammas[:half], torch.cos(self.thetas), torch.sin(self.thetas)
         values = torch.cat([g * c, -g * s, g * s, g * c, self.gammas[half:]])
