@@ -2,13 +2,15 @@
 W builds, (c) the Jacobian decay curve and one forward + backward pass; their sizes."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from .baselines import TORCH_RNN, TorchRNN, alternative_model, orthogonality_error
 from .timing import Case
 
 INPUT_SIZE = OUTPUT_SIZE = 16
@@ -18,14 +20,45 @@ INPUT_SIZE = OUTPUT_SIZE = 16
 class Sizes:
     reflect_n: int = 256      # (a) k = n for compact WY vs sequential and vs one GEMM
     lapack_n: int = 512       # (a) k = n for compact WY vs torch.linalg.householder_product
-    hidden: int = 128         # (b) n
-    steps: int = 1000         # (b) T
+    hidden: int = 128         # (c) n, and (b)'s n when train_points is empty
+    steps: int = 1000         # (c) T, and (b)'s T when train_points is empty
     batch: int = 64           # (b) B
-    probe_batch: int = 8      # (c) B; n and T as in (b)
+    probe_batch: int = 8      # (c) B
+    train_points: tuple[tuple[int, int], ...] = ()  # (b) the (n, T) points
+
+    @property
+    def training_points(self) -> tuple[tuple[int, int], ...]:
+        """The (n, T) points of figure (b)."""
+        return self.train_points or ((self.hidden, self.steps),)
 
 
 FULL = Sizes()
 QUICK = Sizes(reflect_n=24, lapack_n=32, hidden=16, steps=20, batch=4, probe_batch=2)
+#: issue 20's table: long sequences at small n, short ones at large n (where building W counts)
+TABLE_POINTS = ((64, 1000), (128, 1000), (256, 1000), (256, 100), (512, 100))
+QUICK_TABLE_POINTS = ((8, 20), (16, 6))  # the same shape of grid at smoke-test sizes
+SIZE_SETS = ("default", "table")
+
+
+def sizes_for(spec: str, quick: bool = False) -> Sizes:
+    """Sizes for ``--sizes``: "default" (figure (b) at n = 128, T = 1000), "table" (TABLE_POINTS)
+    or a comma list of NxT points such as "256x100,512x100"; --quick shrinks everything else."""
+    base = QUICK if quick else FULL
+    spec = spec.strip()
+    if spec == "default":
+        return base
+    if spec == "table":
+        return replace(base, train_points=QUICK_TABLE_POINTS if quick else TABLE_POINTS)
+    points = []
+    for item in (s.strip() for s in spec.split(",")):
+        match = re.fullmatch(r"(\d+)[xX](\d+)", item)
+        if not match or min(int(match[1]), int(match[2])) < 1:
+            raise ValueError(f"{item!r} is not a size: allowed are {' or '.join(SIZE_SETS)}, or a "
+                             f"comma list of NxT points with n, T >= 1 (e.g. 256x100,512x100)")
+        points.append((int(match[1]), int(match[2])))
+    return replace(base, train_points=tuple(dict.fromkeys(points)))
+
+
 GROUPS = ("a", "b", "c")
 
 
@@ -98,19 +131,6 @@ def reflector_cases(sizes: Sizes, device: torch.device, checks: dict) -> list[Ca
             Case(f"wy_{m}", wy_packed), Case(f"torch_householder_product_{m}", lapack)]
 
 
-class TorchRNN(nn.Module):
-    """``torch.nn.RNN`` (tanh, dense W) with the same readout as RecurrentNet: the floor."""
-
-    def __init__(self, input_size: int, hidden_size: int, output_size: int):
-        super().__init__()
-        self.rnn = nn.RNN(input_size, hidden_size)
-        self.readout = nn.Linear(hidden_size, output_size)
-
-    def forward(self, x):
-        states, _ = self.rnn(x)
-        return self.readout(states), states
-
-
 def transition_options(name: str, n: int) -> dict:
     """k = n reflectors for every transition that takes a reflector count."""
     from ..transitions import option_names
@@ -118,36 +138,51 @@ def transition_options(name: str, n: int) -> dict:
     return {"reflectors": n} if "reflectors" in option_names(name) else {}
 
 
-def training_cases(sizes: Sizes, device: torch.device, names: list[str]) -> list[Case]:
-    """Cases of figure (b): a training step per model, and W's build per transition."""
+def case_name(kind: str, model: str, n: int, steps: int) -> str:
+    """The name of a figure (b) case: ``step_<model>@n<n>_T<T>`` or ``build_<transition>@...``."""
+    return f"{kind}_{model}@n{n}_T{steps}"
+
+
+def training_cases(sizes: Sizes, device: torch.device, names: list[str], alternatives=(),
+                   checks: dict | None = None) -> list[Case]:
+    """Cases of figure (b) at every (n, T) point: a training step of torch.nn.RNN, of a
+    RecurrentNet per transition and of each alternative (what users would write instead), and
+    W's build per transition; records each alternative's max |WᵀW − I| in ``checks``."""
     from ..model import RecurrentNet
 
-    gen = torch.Generator().manual_seed(2)
-    n, steps, batch = sizes.hidden, sizes.steps, sizes.batch
-    x = torch.randn(steps, batch, INPUT_SIZE, generator=gen).to(device)
-    target = torch.randn(steps, batch, OUTPUT_SIZE, generator=gen).to(device)
-    w_upstream = torch.randn(n, n, generator=gen).to(device)
+    cases = []
+    for n, steps in sizes.training_points:
+        gen = torch.Generator().manual_seed(2)
+        x = torch.randn(steps, sizes.batch, INPUT_SIZE, generator=gen).to(device)
+        target = torch.randn(steps, sizes.batch, OUTPUT_SIZE, generator=gen).to(device)
+        w_upstream = torch.randn(n, n, generator=gen).to(device)
 
-    def step_fn(model: nn.Module):
-        def step():
-            model.zero_grad(set_to_none=True)
-            out, _ = model(x)
-            nn.functional.mse_loss(out, target).backward()
-        return step
+        def step_fn(model: nn.Module, x=x, target=target):
+            def step():
+                model.zero_grad(set_to_none=True)
+                out, _ = model(x)
+                nn.functional.mse_loss(out, target).backward()
+            return step
 
-    def build_fn(transition):
-        def build():
-            transition.zero_grad(set_to_none=True)
-            transition.matrix().backward(w_upstream)
-        return build
+        def build_fn(transition, w_upstream=w_upstream):
+            def build():
+                transition.zero_grad(set_to_none=True)
+                transition.matrix().backward(w_upstream)
+            return build
 
-    torch.manual_seed(3)
-    cases = [Case("step_torch.nn.RNN", step_fn(TorchRNN(INPUT_SIZE, n, OUTPUT_SIZE).to(device)))]
-    for name in names:
-        model = RecurrentNet(INPUT_SIZE, n, OUTPUT_SIZE, transition=name,
-                             **transition_options(name, n)).to(device)
-        cases.append(Case(f"step_{name}", step_fn(model)))
-        cases.append(Case(f"build_{name}", build_fn(model.transition)))
+        torch.manual_seed(3)
+        rnn = TorchRNN(INPUT_SIZE, n, OUTPUT_SIZE).to(device)
+        cases.append(Case(case_name("step", TORCH_RNN, n, steps), step_fn(rnn)))
+        for name in names:
+            model = RecurrentNet(INPUT_SIZE, n, OUTPUT_SIZE, transition=name,
+                                 **transition_options(name, n)).to(device)
+            cases.append(Case(case_name("step", name, n, steps), step_fn(model)))
+            cases.append(Case(case_name("build", name, n, steps), build_fn(model.transition)))
+        for name in alternatives:
+            model = alternative_model(name, INPUT_SIZE, n, OUTPUT_SIZE).to(device)
+            if checks is not None:
+                checks[f"orthogonality_{name}_n{n}_max_abs"] = orthogonality_error(model)
+            cases.append(Case(case_name("step", name, n, steps), step_fn(model)))
     return cases
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from ..environment import device_name
-from .cases import FULL, GROUPS, QUICK, probe_cases, reflector_cases, training_cases
+from .baselines import ALTERNATIVES, missing_package, parse_alternatives
+from .cases import GROUPS, probe_cases, reflector_cases, sizes_for, training_cases
 from .output import ALLOCATOR_ENV, REEXEC_MARK, allocator_state, build_figures, environment, write_outputs
 from .timing import calibrate, run_rounds
 
@@ -24,7 +25,9 @@ def parser() -> argparse.ArgumentParser:
         description="Core speed comparison as ratios over interleaved, shuffled rounds: "
                     "(a) compact-WY reflector products vs the sequential definition, one GEMM and "
                     "torch.linalg.householder_product; (b) a RecurrentNet training step per "
-                    "transition vs torch.nn.RNN, and the share of the step spent building W; "
+                    "transition vs torch.nn.RNN, and the share of the step spent building W, beside "
+                    "the alternatives users would write (torch.nn.RNN with torch's orthogonal "
+                    "parametrization or geotorch's); "
                     "(c) the whole Jacobian decay curve (stability.probes.jacobian_decay, every gap) "
                     "vs one forward + backward pass of the same model.")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None,
@@ -38,6 +41,14 @@ def parser() -> argparse.ArgumentParser:
                    help="torch.set_num_threads (default: $STABILITY_BENCH_THREADS, else torch's default)")
     p.add_argument("--transitions", default=None,
                    help="comma-separated transitions for figure (b) (default: every built-in)")
+    p.add_argument("--alternatives", default="all",
+                   help="what users would write instead, timed in figure (b): all (default), none, or "
+                        f"a comma list of {', '.join(ALTERNATIVES)} (geotorch needs the bench extra; "
+                        "missing, it is skipped with a note)")
+    p.add_argument("--sizes", default="default",
+                   help="figure (b)'s (n, T) points: default (128x1000), table (64x1000, 128x1000, "
+                        "256x1000, 256x100, 512x100), or a comma "
+                        "list of NxT such as 256x100,512x100")
     p.add_argument("--min-time", type=float, default=None,
                    help="shortest measurement in seconds; faster cases are repeated (default 0.05; 0.002 with --quick)")
     p.add_argument("--groups", default=",".join(GROUPS),
@@ -84,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     bad = [g for g in groups if g not in GROUPS]
     if bad or not groups:
         cli.error(f"--groups: unknown {', '.join(bad) or '(none given)'}; allowed: {', '.join(GROUPS)}")
+    try:
+        sizes = sizes_for(args.sizes, args.quick)
+    except ValueError as e:
+        cli.error(f"--sizes: {e}")
+    try:
+        wanted = parse_alternatives(args.alternatives)
+    except ValueError as e:
+        cli.error(f"--alternatives: {e}")
     if args.device == "cuda" and not torch.cuda.is_available():
         cli.error("--device cuda: CUDA is not available here")
 
@@ -106,19 +125,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {args.rounds} rounds; the reported figures use >= {DEFAULT_ROUNDS}", file=sys.stderr)
 
     device = torch.device(args.device)
-    sizes = QUICK if args.quick else FULL
     torch.manual_seed(0)
     checks: dict = {}
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     log(f"stability bench: {device} ({device_name(device)}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, allocator pinned: {allocator_state()['pinned']}")
+    skipped = [f"{a}: needs {missing_package(a)}" for a in wanted if "b" in groups and missing_package(a)]
+    for note in skipped:
+        log(f"note: skipping the alternative {note}")
+    alternatives = [a for a in wanted if not missing_package(a)] if "b" in groups else []
     cases = ((reflector_cases(sizes, device, checks) if "a" in groups else [])
-             + (training_cases(sizes, device, names) if "b" in groups else [])
+             + (training_cases(sizes, device, names, alternatives, checks) if "b" in groups else [])
              + (probe_cases(sizes, device, checks) if "c" in groups else []))
     calibrate(cases, device, args.min_time, warmup=1 if args.quick else 2)
     rows = run_rounds(cases, device, args.rounds, args.seed, log)
-    figures = build_figures({c.name: c for c in cases}, sizes, names, device, args.quick, groups)
-    env = environment(device, args)
+    figures = build_figures({c.name: c for c in cases}, sizes, names, device, args.quick, groups, alternatives)
+    env = {**environment(device, args), "training_points": [list(p) for p in sizes.training_points], "skipped": skipped}
     paths = write_outputs(Path(args.out), env, figures, rows, checks)
     print(paths["md"].read_text(), end="")
     print(f"written: {', '.join(str(p) for p in paths.values())}")

@@ -14,7 +14,8 @@ from typing import Callable
 import torch
 
 from ..environment import device_name, git_commit
-from .cases import GROUPS, Sizes
+from .baselines import ALTERNATIVES, TORCH_ORTHOGONAL_MAPS, TORCH_RNN
+from .cases import GROUPS, Sizes, case_name
 from .timing import Case, quartiles
 
 ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 36)}
@@ -46,13 +47,14 @@ def figure(group: str, label: str, case: Case, baseline: Case, target: str | Non
 
 
 def build_figures(cases: dict[str, Case], sizes: Sizes, names: list[str], device: torch.device,
-                  quick: bool, groups: tuple[str, ...] = GROUPS) -> list[dict]:
+                  quick: bool, groups: tuple[str, ...] = GROUPS, alternatives=()) -> list[dict]:
     full = not quick
     out = []
     if "a" in groups:
         out += _reflector_figures(cases, sizes, device, full)
     if "b" in groups:
-        out += _training_figures(cases, sizes, names, device, full)
+        for n, steps in sizes.training_points:
+            out += _training_figures(cases, n, steps, sizes.batch, names, alternatives, device, full)
     if "c" in groups:
         out.append(figure("c", "Jacobian decay curve (all gaps) / one forward + backward pass",
                           cases["probe_jacobian_decay"], cases["probe_forward_backward"], "<= 3",
@@ -76,21 +78,55 @@ def _reflector_figures(cases, sizes, device, full) -> list[dict]:
     ]
 
 
-def _training_figures(cases, sizes, names, device, full) -> list[dict]:
+def _training_figures(cases, n, steps, batch, names, alternatives, device, full) -> list[dict]:
+    """At one (n, T): each transition's and each alternative's step / torch.nn.RNN's (target for
+    spectral: <= 1.0), then each transition's W build / its step (target for spectral where
+    T >= 1000: < 0.03; at short T building W is a larger share by design)."""
+    size_text = f"n={n}, T={steps}, batch={batch}"
+    rnn = cases[case_name("step", TORCH_RNN, n, steps)]
     out = []
-    size_text = f"n={sizes.hidden}, T={sizes.steps}, batch={sizes.batch}"
-    rnn = cases["step_torch.nn.RNN"]
-    for name in names:
+
+    def add(model, label, case, baseline, target, check):
+        f = figure("b", label, case, baseline, target, check, size_text, device, full)
+        out.append({**f, "model": model, "n": n, "T": steps})
+
+    for name in [*names, *alternatives]:
         spectral = name == "spectral"
-        out.append(figure("b", f"training step {name} / torch.nn.RNN", cases[f"step_{name}"], rnn,
-                          "<= 1.0" if spectral else None, (lambda r: r <= 1.0) if spectral else None,
-                          size_text, device, full))
+        add(name, f"training step {name} / torch.nn.RNN", cases[case_name("step", name, n, steps)], rnn,
+            "<= 1.0" if spectral else None, (lambda r: r <= 1.0) if spectral else None)
     for name in names:
-        spectral = name == "spectral"
-        out.append(figure("b", f"W build share of the {name} step", cases[f"build_{name}"],
-                          cases[f"step_{name}"], "< 0.03" if spectral else None,
-                          (lambda r: r < 0.03) if spectral else None, size_text, device, full))
+        targeted = name == "spectral" and steps >= 1000
+        add(name, f"W build share of the {name} step", cases[case_name("build", name, n, steps)],
+            cases[case_name("step", name, n, steps)], "< 0.03" if targeted else None,
+            (lambda r: r < 0.03) if targeted else None)
     return out
+
+
+def training_table(figures: list[dict]) -> list[str]:
+    """Figure (b)'s step ratios as issue 20's table: one row per (n, T), one column per
+    transition, torch's orthogonal maps in one column, geotorch in its own."""
+    steps = [f for f in figures if f["group"] == "b" and f["baseline"].startswith(f"step_{TORCH_RNN}@")]
+    if not steps:
+        return []
+    models = list(dict.fromkeys(f["model"] for f in steps))
+    maps = [m for m in TORCH_ORTHOGONAL_MAPS if f"torch-orthogonal-{m}" in models]
+    own = [m for m in models if m not in ALTERNATIVES]
+    header = [*own] + ([f"torch orthogonal ({' / '.join(maps)})"] if maps else []) \
+        + (["geotorch"] if "geotorch" in models else [])
+    ratio = {(f["n"], f["T"], f["model"]): f["ratio_median"] for f in steps}
+    lines = ["| n, T | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    for n, t in dict.fromkeys((f["n"], f["T"]) for f in steps):
+        cells = [_fmt2(ratio.get((n, t, m))) for m in own]
+        if maps:
+            cells.append(" / ".join(_fmt2(ratio.get((n, t, f"torch-orthogonal-{m}"))) for m in maps))
+        if "geotorch" in models:
+            cells.append(_fmt2(ratio.get((n, t, "geotorch"))))
+        lines.append(f"| {n}, {t} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _fmt2(value) -> str:
+    return "" if value is None else f"{value:.2f}"
 
 
 # ----------------------------------------------------------------------------- environment
@@ -155,6 +191,7 @@ def markdown(env: dict, figures: list[dict], checks: dict) -> str:
         f"- {env['rounds']} interleaved rounds in shuffled order; ratios per round, median [q1, q3]"
         + ("; QUICK mode: reduced sizes, targets not applied" if env["quick"] else ""),
         f"- commit {env['commit'] or 'unknown'}, {env['date']}",
+        *[f"- skipped: {note}" for note in env.get("skipped", [])],
         "",
         "| | figure | sizes | ratio (median) | [q1, q3] | case s | baseline s | target | met |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -163,8 +200,14 @@ def markdown(env: dict, figures: list[dict], checks: dict) -> str:
         lines.append(f"| {f['group']} | {f['figure']} | {f['sizes']} | {_fmt(f['ratio_median'])} | "
                      f"[{_fmt(f['ratio_q1'])}, {_fmt(f['ratio_q3'])}] | {_fmt(f['case_median_s'])} | "
                      f"{_fmt(f['baseline_median_s'])} | {f['target']} | {_fmt(f['target_met'])} |")
+    table = training_table(figures)
+    if table:
+        lines += ["", "Training step / torch.nn.RNN (median of the per-round ratios; what users would write "
+                  "instead: torch.nn.RNN with torch's orthogonal parametrization or geotorch's on weight_hh_l0):",
+                  "", *table]
     if checks:
-        lines += ["", "Agreement of the compared forms (checked before timing):", ""]
+        lines += ["", "Checked before timing (agreement of the compared forms; max |WᵀW − I| of the "
+                  "alternatives' W):", ""]
         lines += [f"- {k}: {v:.3g}" for k, v in checks.items()]
     return "\n".join(lines) + "\n"
 

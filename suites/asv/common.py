@@ -132,15 +132,40 @@ class TorchRNN(torch.nn.Module):
 
 
 TORCH_RNN = "torch.nn.RNN"
+#: what users would write instead: torch.nn.RNN with weight_hh_l0 kept orthogonal by torch's
+#: parametrization (each map) or by geotorch. A copy of stability.bench.baselines, because these
+#: benchmarks also run against commits of the package that predate it.
+TORCH_ORTHOGONAL = {f"torch-orthogonal-{m}": m for m in ("matrix_exp", "cayley", "householder")}
+ALTERNATIVES = [*TORCH_ORTHOGONAL, "geotorch"]
+
+
+def alternative_model(name: str, n: int) -> TorchRNN:
+    """TorchRNN with ``rnn.weight_hh_l0`` parametrized as alternative ``name``, as users would
+    write it (no ``parametrize.cached()``); geotorch missing: skipped the asv way."""
+    model = TorchRNN(INPUT_SIZE, n, OUTPUT_SIZE)
+    if name == "geotorch":
+        try:
+            import geotorch
+        except ImportError:
+            raise NotImplementedError('geotorch is not installed (pip install "stability[bench]")') from None
+        geotorch.orthogonal(model.rnn, "weight_hh_l0")
+    else:
+        from torch.nn.utils.parametrizations import orthogonal
+
+        orthogonal(model.rnn, "weight_hh_l0", orthogonal_map=TORCH_ORTHOGONAL[name])
+    return model
 
 
 def make_model(name: str, n: int, device: torch.device, seed: int = 0) -> torch.nn.Module:
-    """RecurrentNet with transition ``name`` (k = n reflectors where it takes them), or the floor."""
+    """RecurrentNet with transition ``name`` (k = n reflectors where it takes them), the floor,
+    or one of the ALTERNATIVES."""
     from stability import RecurrentNet
 
     torch.manual_seed(seed)
     if name == TORCH_RNN:
         model = TorchRNN(INPUT_SIZE, n, OUTPUT_SIZE)
+    elif name in ALTERNATIVES:
+        model = alternative_model(name, n)
     else:
         options = {"reflectors": n} if takes_reflectors(name) else {}
         model = RecurrentNet(INPUT_SIZE, n, OUTPUT_SIZE, transition=name, **options)
