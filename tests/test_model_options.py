@@ -286,3 +286,18 @@ def test_readout_last_accepts_any_length_and_step_views_any_length():
     assert model(torch.randn(9, 2, 3))[0].shape == (9, 2, 2)
     flat = RecurrentNet(3, 6, 2, readout="all", sequence_length=4, bidirectional=True)
     assert [v.states.shape for v in flat.step_views(torch.randn(9, 2, 3))] == [(9, 2, 6), (9, 2, 6)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("readout", ["last", "all"])
+def test_cuda_engines_match_plain_definition(readout):
+    model = make(True, readout)
+    x, h0 = inputs(False, bidirectional=True)
+    ref = results(model, x, h0, plain_forward)
+    cuda = model.cuda()
+    for engine in ("native", "fused"):  # native: cuDNN's bidirectional kernel
+        cuda.engine = engine
+        xc, hc = x.detach().cuda().requires_grad_(), h0.detach().cuda().requires_grad_()
+        got = results(cuda, xc, hc, lambda m, a, b: m(a, b))
+        for a, b in zip(got, ref):
+            assert rel(a.cpu(), b) < 1e-10, engine
