@@ -7,6 +7,18 @@ sequence then runs in one recurrence engine (:mod:`stability.recurrence`).
 Integer inputs of shape (T, B) are read as token ids, exactly equivalent to one-hot
 vectors of size ``input_size`` (computed as an embedding lookup of W_in's columns).
 
+Two options change the architecture (both off by default):
+
+- ``bidirectional=True``: a second recurrence runs backward in time, with its own transition
+  (same name and options, its own parameters) and its own input map; the hidden states are
+  (T, B, 2n) = [forward h_t ; backward h_t] aligned at time t (``nn.RNN``'s layout). The backward
+  direction is the forward recurrence on the time-reversed inputs, reversed back.
+- ``readout="all"``: one output per sequence, y = W_out vec(h_1..h_T) + c over every step's
+  state flattened in time-major order (h_1 first; as ``outputs.reshape(B, T·2n)`` of a
+  batch-first bidirectional GRU), returned as outputs of shape (1, B, O) so that
+  ``outputs[-1]`` is the prediction. It needs ``sequence_length`` = T (W_out is (O, T·2n)).
+  ``readout="last"`` (the default): y_t = W_out h_t + c at every step, outputs (T, B, O).
+
 ``input_init`` chooses the initialization of W_in, b, W_out, c:
 
 - ``"torch"`` (default): ``nn.Linear``'s own, weights and biases U(±1/√fan_in);
@@ -21,12 +33,16 @@ import torch
 from torch import Tensor, nn
 
 from . import transitions
-from .recurrence import (ENGINES, NONLINEARITIES, derivative_from_output, fused_network, fused_recurrence,
-                         loop_recurrence, native_recurrence, resolve_engine)
+from .recurrence import (ENGINES, NONLINEARITIES, FusedNetwork, ReadSteps, derivative_from_output, fused_network,
+                         loop_recurrence, native_bidirectional_recurrence, native_recurrence, resolve_engine)
 from .checks import check_choice, check_size
 
 #: initializations of the input map and readout (see the module docstring)
 INPUT_INITS = ("torch", "glorot", "official")
+#: what the readout reads: every step's state on its own ("last") or all steps' states at once ("all")
+READOUTS = ("last", "all")
+#: steps of δ the fused backward keeps at once (FusedNetwork's ring)
+FUSED_CHUNK = 64
 #: the official readout's truncated normal: standard deviation, cut at ±2σ (TensorFlow's truncated_normal)
 OFFICIAL_READOUT_STD = 0.1
 
@@ -41,13 +57,25 @@ class RecurrentNet(nn.Module):
         nonlinearity: ``"tanh"`` or ``"relu"`` (the official Spectral-RNN code uses relu).
         engine: ``"auto"`` (fused BPTT on CPU, PyTorch's kernel on CUDA), ``"fused"``,
             ``"native"`` or ``"loop"`` (the plain reference).
-        input_init: ``"torch"`` (default), ``"glorot"`` or ``"official"`` (module docstring).
+        input_init: ``"torch"`` (default), ``"glorot"`` or ``"official"`` (module docstring);
+            with ``readout="all"`` the readout's fan-in is T·2n (T·n unidirectional).
+        bidirectional: add a backward-in-time recurrence (module docstring). It needs a
+            transition *name*: a ready Transition instance is refused (a copy of it would start
+            both directions from the same W, unlike two transitions created by name).
+        readout: ``"last"`` (default) or ``"all"`` (module docstring).
+        sequence_length: T, required with ``readout="all"`` (inputs must then have T steps);
+            accepted and unused with ``readout="last"``.
         **transition_options: passed to the transition's constructor.
+
+    Attributes: ``transition`` (forward direction), ``backward_transition`` (None when
+    unidirectional), ``input_map``, ``backward_input_map`` (None when unidirectional),
+    ``readout`` (the nn.Linear W_out, c; the option is ``readout_mode``).
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int,
                  transition: str | transitions.Transition = "dense", nonlinearity: str = "tanh",
-                 engine: str = "auto", input_init: str = "torch", **transition_options):
+                 engine: str = "auto", input_init: str = "torch", *, bidirectional: bool = False,
+                 readout: str = "last", sequence_length: int | None = None, **transition_options):
         super().__init__()
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
@@ -55,30 +83,60 @@ class RecurrentNet(nn.Module):
         self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
         self.engine = check_choice("engine", engine, ENGINES)
         self.input_init = check_choice("input_init", input_init, INPUT_INITS)
+        if not isinstance(bidirectional, bool):
+            raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
+        self.bidirectional = bidirectional
+        self.readout_mode = check_choice("readout", readout, READOUTS)
+        if sequence_length is not None:
+            check_size("sequence_length", sequence_length)
+        elif readout == "all":
+            raise ValueError("readout='all' needs sequence_length (the number of steps T whose states the "
+                             "readout reads), got None")
+        self.sequence_length = sequence_length
         if isinstance(transition, transitions.Transition):
             if transition_options:
                 raise TypeError("transition options are only accepted with a transition name")
             if transition.n != hidden_size:
                 raise ValueError(f"transition has n={transition.n} but hidden_size={hidden_size}")
+            if bidirectional:
+                raise TypeError("bidirectional=True needs a transition name, so that each direction creates its "
+                                f"own; got a ready {type(transition).__name__} instance")
             self.transition = transition
         elif isinstance(transition, str):
             self.transition = transitions.create(transition, hidden_size, **transition_options)
         else:
             raise TypeError(f"transition must be a name or a Transition, got {type(transition).__name__}")
+        self.backward_transition = (transitions.create(transition, hidden_size, **transition_options)
+                                    if bidirectional else None)
         self.input_map = nn.Linear(input_size, hidden_size)
-        self.readout = nn.Linear(hidden_size, output_size)
+        self.backward_input_map = nn.Linear(input_size, hidden_size) if bidirectional else None
+        state_size = hidden_size * self.directions
+        self.readout = nn.Linear(state_size * (sequence_length if readout == "all" else 1), output_size)
         if self.input_init != "torch":  # "torch": nn.Linear has just drawn them
             self.reset_input_and_readout()
+
+    @property
+    def directions(self) -> int:
+        """1, or 2 when bidirectional."""
+        return 2 if self.bidirectional else 1
+
+    def _transitions(self) -> list[transitions.Transition]:
+        return [self.transition] + ([self.backward_transition] if self.bidirectional else [])
+
+    def _input_maps(self) -> list[nn.Linear]:
+        return [self.input_map] + ([self.backward_input_map] if self.bidirectional else [])
 
     @torch.no_grad()
     def reset_input_and_readout(self) -> None:
         """(Re-)initialize W_in, b, W_out, c as ``input_init`` says (``"torch"``: nn.Linear's own)."""
         if self.input_init == "torch":
-            self.input_map.reset_parameters()
+            for input_map in self._input_maps():
+                input_map.reset_parameters()
             self.readout.reset_parameters()
             return
-        nn.init.xavier_uniform_(self.input_map.weight)
-        nn.init.zeros_(self.input_map.bias)
+        for input_map in self._input_maps():
+            nn.init.xavier_uniform_(input_map.weight)
+            nn.init.zeros_(input_map.bias)
         if self.input_init == "glorot":
             nn.init.xavier_uniform_(self.readout.weight)
             nn.init.zeros_(self.readout.bias)
@@ -89,17 +147,20 @@ class RecurrentNet(nn.Module):
 
     def options(self) -> dict:
         """The model's own options (besides sizes and the transition's): for logging and result rows."""
-        return {"nonlinearity": self.nonlinearity, "input_init": self.input_init}
+        return {"nonlinearity": self.nonlinearity, "input_init": self.input_init,
+                "bidirectional": self.bidirectional, "readout": self.readout_mode,
+                "sequence_length": self.sequence_length}
 
     @property
     def transition_name(self) -> str:
         return self.transition.name or type(self.transition).__name__
 
     def transition_parameters(self) -> list[nn.Parameter]:
-        return list(self.transition.parameters())
+        """The parameters of every direction's transition (forward first)."""
+        return [p for t in self._transitions() for p in t.parameters()]
 
     def other_parameters(self) -> list[nn.Parameter]:
-        ids = {id(p) for p in self.transition.parameters()}
+        ids = {id(p) for p in self.transition_parameters()}
         return [p for p in self.parameters() if id(p) not in ids]
 
     def activation_derivative(self, hidden_states: Tensor) -> Tensor:
@@ -124,74 +185,146 @@ class RecurrentNet(nn.Module):
         if x.shape[0] < 1 or x.shape[1] < 1:
             raise ValueError(f"x must hold at least one step and one sequence, got shape {tuple(x.shape)}")
         steps, batch = x.shape[0], x.shape[1]
-        if h0 is not None and tuple(h0.shape) != (batch, self.hidden_size):
-            raise ValueError(f"h0 must have shape (B={batch}, hidden_size={self.hidden_size}), got {tuple(h0.shape)}")
+        if h0 is not None:
+            if not isinstance(h0, Tensor):
+                raise TypeError(f"h0 must be a torch.Tensor or None, got {type(h0).__name__}")
+            if self.bidirectional and tuple(h0.shape) != (2, batch, self.hidden_size):
+                raise ValueError(f"h0 of a bidirectional model must have shape (2, B={batch}, hidden_size="
+                                 f"{self.hidden_size}) (forward, backward; as nn.RNN), got {tuple(h0.shape)}")
+            if not self.bidirectional and tuple(h0.shape) != (batch, self.hidden_size):
+                raise ValueError(f"h0 must have shape (B={batch}, hidden_size={self.hidden_size}), "
+                                 f"got {tuple(h0.shape)}")
         return steps, batch
 
-    def project_inputs(self, x: Tensor) -> Tensor:
-        """W_in x_t + b for every step, as one (T, B, n) tensor."""
-        if x.dtype in (torch.int64, torch.int32):
-            return nn.functional.embedding(x, self.input_map.weight.T) + self.input_map.bias
-        return self.input_map(x)
-
-    def recurrence(self, x: Tensor, h0: Tensor | None = None, w: Tensor | None = None) -> Tensor:
-        """The hidden states (T, B, n) for inputs x; W is materialized here once unless given."""
-        steps, batch = self._check_input(x, h0)
-        p = self.input_map.weight
+    def _initial_states(self, batch: int, h0: Tensor | None) -> list[Tensor]:
+        """One (B, n) initial state per direction (zeros where h0 is None)."""
         if h0 is None:
-            h0 = torch.zeros(batch, self.hidden_size, dtype=p.dtype, device=p.device)
-        if w is None:
-            w = self.transition.matrix()
-        engine = resolve_engine(self.engine, p.device)
+            p = self.input_map.weight
+            zeros = torch.zeros(batch, self.hidden_size, dtype=p.dtype, device=p.device)
+            return [zeros] * self.directions
+        return list(h0.unbind(0)) if self.bidirectional else [h0]
+
+    @staticmethod
+    def _project(x: Tensor, input_map: nn.Linear) -> Tensor:
+        if x.dtype in (torch.int64, torch.int32):
+            return nn.functional.embedding(x, input_map.weight.T) + input_map.bias
+        return input_map(x)
+
+    def project_inputs(self, x: Tensor) -> Tensor:
+        """W_in x_t + b for every step, as one (T, B, n) tensor; bidirectional: both directions'
+        (each with its own W_in, b), concatenated to (T, B, 2n), in forward time order."""
+        return torch.cat([self._project(x, m) for m in self._input_maps()], dim=2) if self.bidirectional \
+            else self._project(x, self.input_map)
+
+    def _direction(self, engine: str, x: Tensor, h0: Tensor, w: Tensor, input_map: nn.Linear) -> Tensor:
+        """The states (T, B, n) of one direction run forward in time over x."""
         if engine == "native" and x.is_floating_point():
-            return native_recurrence(x, h0, w, self.nonlinearity, self.input_map.weight,
-                                     self.input_map.bias, self.training)
-        xw = self.project_inputs(x)
+            return native_recurrence(x, h0, w, self.nonlinearity, input_map.weight, input_map.bias, self.training)
+        if engine == "fused":
+            return FusedNetwork.apply(x, h0, w, input_map.weight, input_map.bias, self.nonlinearity == "relu",
+                                      FUSED_CHUNK)
+        xw = self._project(x, input_map)
         if engine == "native":  # token ids: feed the projections through an identity input map
-            eye = torch.eye(self.hidden_size, dtype=p.dtype, device=p.device)
-            return native_recurrence(xw, h0, w, self.nonlinearity, eye, torch.zeros_like(self.input_map.bias),
+            eye = torch.eye(self.hidden_size, dtype=w.dtype, device=w.device)
+            return native_recurrence(xw, h0, w, self.nonlinearity, eye, torch.zeros_like(input_map.bias),
                                      self.training)
-        if engine == "loop":
-            return loop_recurrence(xw, h0, w, self.nonlinearity)
-        return fused_recurrence(xw, h0, w, self.nonlinearity)
+        return loop_recurrence(xw, h0, w, self.nonlinearity)
+
+    def recurrence(self, x: Tensor, h0: Tensor | None = None, w: Tensor | list[Tensor] | None = None) -> Tensor:
+        """The hidden states (T, B, n · directions) for inputs x; W is materialized here once unless
+        given (bidirectional: a pair (forward W, backward W))."""
+        steps, batch = self._check_input(x, h0)
+        h0s = self._initial_states(batch, h0)
+        if w is None:
+            ws = [t.matrix() for t in self._transitions()]
+        elif self.bidirectional:
+            if isinstance(w, Tensor) or len(w) != 2:
+                raise TypeError("w of a bidirectional model must be a pair (forward W, backward W)")
+            ws = list(w)
+        else:
+            ws = [w]
+        engine = resolve_engine(self.engine, self.input_map.weight.device)
+        if not self.bidirectional:
+            return self._direction(engine, x, h0s[0], ws[0], self.input_map)
+        if engine == "native" and x.is_floating_point():
+            weights = [(w_d, m.weight, m.bias) for w_d, m in zip(ws, self._input_maps())]
+            return native_bidirectional_recurrence(x, torch.stack(h0s), weights, self.nonlinearity, self.training)
+        forward = self._direction(engine, x, h0s[0], ws[0], self.input_map)
+        backward = self._direction(engine, x.flip(0), h0s[1], ws[1], self.backward_input_map)
+        return torch.cat([forward, backward.flip(0)], dim=2)
+
+    def read(self, states: Tensor) -> Tensor:
+        """The outputs for hidden states (T, B, n · directions): (T, B, O), or (1, B, O) for readout "all"."""
+        if self.readout_mode == "all":
+            return self.readout(states.transpose(0, 1).reshape(states.shape[1], -1)).unsqueeze(0)
+        if resolve_engine(self.engine, states.device) == "fused":  # backward only over the steps read
+            return ReadSteps.apply(states, self.readout.weight, self.readout.bias)
+        return self.readout(states)
 
     def forward(self, x: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Return ``(outputs, hidden_states)``: (T, B, output_size) and (T, B, hidden_size).
+        """Return ``(outputs, hidden_states)``: (T, B, output_size) — (1, B, output_size) with
+        readout "all" — and (T, B, hidden_size · directions).
 
-        With the fused engine the input map, recurrence and readout run as one
-        :class:`~stability.recurrence.FusedNetwork` (same results as the separate modules).
+        With the fused engine, unidirectional with readout "last", the input map, recurrence and
+        readout run as one :func:`~stability.recurrence.fused_network` (same results as the
+        separate modules); otherwise each direction runs its own
+        :class:`~stability.recurrence.FusedNetwork`.
         """
-        p = self.input_map.weight
-        if resolve_engine(self.engine, p.device) != "fused":
-            states = self.recurrence(x, h0)
-            return self.readout(states), states
         steps, batch = self._check_input(x, h0)
-        if h0 is None:
-            h0 = torch.zeros(batch, self.hidden_size, dtype=p.dtype, device=p.device)
-        return fused_network(x, h0, self.transition.matrix(), p, self.input_map.bias,
-                             self.readout.weight, self.readout.bias, self.nonlinearity)
+        if self.readout_mode == "all" and steps != self.sequence_length:
+            raise ValueError(f"readout='all' reads sequence_length={self.sequence_length} steps, "
+                             f"but x has T={steps}")
+        p = self.input_map.weight
+        if resolve_engine(self.engine, p.device) == "fused" and not self.bidirectional and self.readout_mode == "last":
+            if h0 is None:
+                h0 = torch.zeros(batch, self.hidden_size, dtype=p.dtype, device=p.device)
+            return fused_network(x, h0, self.transition.matrix(), p, self.input_map.bias,
+                                 self.readout.weight, self.readout.bias, self.nonlinearity, FUSED_CHUNK)
+        states = self.recurrence(x, h0)
+        return self.read(states), states
 
     def step_views(self, x: Tensor, h0: Tensor | None = None) -> list:
-        """The recurrence as one :class:`~stability.probes.steps.StepView`: s_t = φ(u_t + W s_{t−1}),
-        u_t = W_in x_t + b, with the closed form J_t = diag(φ'(a_t)) W (state: h, S = n)."""
+        """Each direction's recurrence as a :class:`~stability.probes.steps.StepView`:
+        s_t = φ(u_t + W s_{t−1}), u_t = W_in x_t + b, with the closed form J_t = diag(φ'(a_t)) W
+        (state: h, S = n; W, W_in, b of that direction).
+
+        Unidirectional: one view, ``"forward"``. Bidirectional: ``"forward"`` and ``"backward"``;
+        the backward view runs in its own time order (inputs and states reversed: its step t is
+        time T−1−t), and its ``output_gradient`` takes columns n:2n of ∂L/∂hidden_states,
+        reversed in time. ``h0`` as for :meth:`forward`; any T (the readout is not involved).
+        """
         from .probes.steps import StepView
 
         steps, batch = self._check_input(x, h0)
-        p = self.input_map.weight
-        if h0 is None:
-            h0 = torch.zeros(batch, self.hidden_size, dtype=p.dtype, device=p.device)
+        n = self.hidden_size
+        h0s = [h.detach() for h in self._initial_states(batch, h0)]
         with torch.no_grad():
-            w = self.transition.matrix().detach()
-            inputs = self.project_inputs(x).detach()
-            states = self.recurrence(x, h0, w).detach()
+            ws = [t.matrix().detach() for t in self._transitions()]
+            states = self.recurrence(x, h0, ws if self.bidirectional else ws[0]).detach()
+            inputs = [self._project(x, m).detach() for m in self._input_maps()]
         phi = torch.tanh if self.nonlinearity == "tanh" else torch.relu
 
-        def step(s: Tensor, u: Tensor) -> Tensor:
-            return phi(u + s @ w.mT)
+        def stepper(w: Tensor):
+            def step(s: Tensor, u: Tensor) -> Tensor:
+                return phi(u + s @ w.mT)
+            return step
 
-        return [StepView(name="forward", layout=(("h", self.hidden_size),), step=step, inputs=inputs,
-                         initial=h0.detach(), states=states, output_gradient=lambda g: g,
-                         closed_form=(w, self.activation_derivative(states)))]
+        forward_states = states[..., :n]
+        views = [StepView(name="forward", layout=(("h", n),), step=stepper(ws[0]), inputs=inputs[0],
+                          initial=h0s[0], states=forward_states,
+                          output_gradient=(lambda g: g[..., :n]) if self.bidirectional else (lambda g: g),
+                          closed_form=(ws[0], self.activation_derivative(forward_states)))]
+        if self.bidirectional:
+            backward_states = states[..., n:].flip(0)
+            views.append(StepView(name="backward", layout=(("h", n),), step=stepper(ws[1]),
+                                  inputs=inputs[1].flip(0), initial=h0s[1], states=backward_states,
+                                  output_gradient=lambda g: g[..., n:].flip(0),
+                                  closed_form=(ws[1], self.activation_derivative(backward_states))))
+        return views
 
     def extra_repr(self) -> str:
-        return f"nonlinearity={self.nonlinearity!r}, engine={self.engine!r}, input_init={self.input_init!r}"
+        extra = "".join([", bidirectional=True" if self.bidirectional else "",
+                         f", readout='all', sequence_length={self.sequence_length}"
+                         if self.readout_mode == "all" else ""])
+        return (f"nonlinearity={self.nonlinearity!r}, engine={self.engine!r}, "
+                f"input_init={self.input_init!r}{extra}")

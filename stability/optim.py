@@ -69,7 +69,8 @@ def decayed_lr(lr: float, step: int, lr_decay: float | None, every: int | None) 
 
 
 def make_optimizer(model: nn.Module, optimizer: str, lr: float, transition_lr: float | None) -> torch.optim.Optimizer:
-    """The optimizer over the model's parameters; the transition's own get ``transition_lr`` if given."""
+    """The optimizer over the model's parameters; the transitions' own (``model.transition_parameters()``
+    where the model has it, else ``model.transition``'s) get ``transition_lr`` if given."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer={optimizer!r} is not known; allowed: {', '.join(map(repr, OPTIMIZERS))}")
     for name, value in (("lr", lr), ("transition_lr", transition_lr)):
@@ -78,7 +79,10 @@ def make_optimizer(model: nn.Module, optimizer: str, lr: float, transition_lr: f
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{name}={value!r} must be a number > 0")
     transition = getattr(model, "transition", None)
-    own = list(transition.parameters()) if isinstance(transition, nn.Module) else []
+    if callable(getattr(model, "transition_parameters", None)):  # every direction's (a bidirectional RecurrentNet)
+        own = list(model.transition_parameters())
+    else:
+        own = list(transition.parameters()) if isinstance(transition, nn.Module) else []
     ids = {id(p) for p in own}
     rest = [p for p in model.parameters() if id(p) not in ids]
     groups = [{"params": rest, "lr": float(lr)}]

@@ -141,6 +141,21 @@ def native_recurrence(x: Tensor, h0: Tensor, w: Tensor, nonlinearity: str,
     return out
 
 
+def native_bidirectional_recurrence(x: Tensor, h0: Tensor, weights: list[tuple[Tensor, Tensor, Tensor]],
+                                    nonlinearity: str, training: bool = True) -> Tensor:
+    """Both directions in one call of PyTorch's bidirectional RNN kernel (cuDNN on CUDA).
+
+    ``h0``: (2, B, n), forward then backward; ``weights``: (W, W_in, b_in) per direction.
+    Returns (T, B, 2n): [forward h_t ; backward h_t], the backward one run from t = T−1 down to 0.
+    """
+    fn = torch._VF.rnn_tanh if nonlinearity == "tanh" else torch._VF.rnn_relu
+    params = []
+    for w, w_ih, b_ih in weights:
+        params += [w_ih, w, b_ih, torch.zeros_like(b_ih)]
+    out, _ = fn(x, h0, params, True, 1, 0.0, training, True, False)
+    return out
+
+
 def resolve_engine(engine: str, device: torch.device) -> str:
     if engine == "auto":
         return "native" if device.type == "cuda" else "fused"

@@ -167,7 +167,8 @@ def test_official_input_and_readout_init(input_init):
     else:  # the official readout: truncated normal, σ = 0.1, cut at ±0.2, weights and bias
         assert w_out.abs().max() <= 0.2 and 0.07 < w_out.std().item() < 0.1
         assert model.readout.bias.abs().max() <= 0.2 and model.readout.bias.abs().max() > 0
-    assert model.options() == {"nonlinearity": "tanh", "input_init": input_init}
+    assert model.options() == {"nonlinearity": "tanh", "input_init": input_init, "bidirectional": False,
+                               "readout": "last", "sequence_length": None}
 
 
 def test_default_input_init_is_nn_linear_and_draws_as_before():
