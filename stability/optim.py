@@ -30,6 +30,12 @@ def model_transitions(model: nn.Module) -> list[Transition]:
     return [m for m in model.modules() if isinstance(m, Transition) and next(m.parameters(), None) is not None]
 
 
+def penalty(model: nn.Module):
+    """The sum of the model's transitions' :meth:`~Transition.penalty` terms, or None when none has one."""
+    terms = [p for p in (t.penalty() for t in model_transitions(model)) if p is not None]
+    return sum(terms) if terms else None
+
+
 def after_step(model: nn.Module) -> None:
     """Call :meth:`Transition.after_step` on every transition of ``model``: after each ``optimizer.step()``."""
     for transition in model_transitions(model):
@@ -78,11 +84,8 @@ def make_optimizer(model: nn.Module, optimizer: str, lr: float, transition_lr: f
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{name}={value!r} must be a number > 0")
-    transition = getattr(model, "transition", None)
-    if callable(getattr(model, "transition_parameters", None)):  # every direction's (a bidirectional RecurrentNet)
-        own = list(model.transition_parameters())
-    else:
-        own = list(transition.parameters()) if isinstance(transition, nn.Module) else []
+    # every transition of the model (both directions of a bidirectional one), as each says
+    own = [p for t in model_transitions(model) for p in t.transition_lr_parameters()]
     ids = {id(p) for p in own}
     rest = [p for p in model.parameters() if id(p) not in ids]
     groups = [{"params": rest, "lr": float(lr)}]

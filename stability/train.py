@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from .optim import (OPTIMIZERS, after_step, check_lr_decay, decayed_lr, make_optimizer,  # noqa: F401 (re-exported)
-                    model_transitions)
+                    model_transitions, penalty)
 from .probes import measure
 from .tasks.base import Task, check_int
 
@@ -291,7 +291,8 @@ def train(model: nn.Module, task: Task, steps: int, *, batch_size: int = 32, opt
             opt.zero_grad(set_to_none=True)
             out, states = _forward(model, x, h)
             loss = task.loss(out, y)
-            loss.backward()
+            extra = penalty(model)  # a transition's own regularizer (nnRNN's), in the gradient only
+            (loss if extra is None else loss + extra).backward()
             value = loss.item()
             done = step
             if not math.isfinite(value):  # stop, and leave the model as it was before this step

@@ -150,7 +150,8 @@ def test_odd_n_has_a_lone_real_block():
 def test_defaults_are_the_official_init():
     torch.manual_seed(0)
     t = T.create("nnrnn", 64)
-    assert t.options() == {"init": "cayley", "upper_init_std": 0.0, "init_from": None, "init_options": None}
+    assert t.options() == {"init": "cayley", "upper_init_std": 0.0, "delta": 1e-4, "t_decay": 1e-6,
+                           "init_from": None, "init_options": None}
     assert (t.upper_params == 0).all() and (t.gammas == 1).all()
     assert ((t.thetas >= 0) & (t.thetas < 2 * math.pi)).all() and t.thetas.std() > 1.0
     torch.manual_seed(0)
@@ -205,3 +206,27 @@ def test_bad_input_gets_one_line_errors(call, error, match):
     with pytest.raises(error, match=match) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def test_training_adds_the_penalty_and_gives_transition_lr_to_the_skew_entries_only():
+    """The official protocol: δ Σ(γ−1)² + T decay in the gradient, the orthogonal rate on P only."""
+    from stability.model import RecurrentNet
+    from stability.optim import make_optimizer, penalty
+
+    torch.manual_seed(0)
+    model = RecurrentNet(2, 6, 1, "nnrnn", delta=0.5, t_decay=0.25).double()
+    t = model.transition
+    with torch.no_grad():
+        t.gammas.add_(0.5)
+        t.upper_params.fill_(2.0)
+    expected = 0.5 * (t.gammas - 1).pow(2).sum() + 0.5 * 0.25 * t.upper_params.pow(2).sum()
+    assert torch.allclose(penalty(model), expected)
+    opt = make_optimizer(model, "adam", 1e-2, 1e-4)
+    slow = [g for g in opt.param_groups if g["lr"] == 1e-4]
+    assert len(slow) == 1 and [id(p) for p in slow[0]["params"]] == [id(t.skew_params)]
+    assert penalty(RecurrentNet(2, 6, 1, "dense")) is None
+
+
+def test_penalty_options_are_checked():
+    with pytest.raises(ValueError, match="delta"):
+        T.create("nnrnn", 4, delta=-1.0)

@@ -66,6 +66,23 @@ class Transition(nn.Module):
         vectors (``renormalize=True``), which leaves W unchanged.
         """
 
+    def penalty(self) -> Tensor | None:
+        """A regularization term the training loop adds to the loss (None by default).
+
+        nnRNN's official protocol penalizes its block magnitudes and its triangular part
+        (:class:`~stability.transitions.nonnormal.NonNormalTransition`). The logged training
+        loss stays the task's own; the penalty is in the gradient only.
+        """
+        return None
+
+    def transition_lr_parameters(self) -> list[nn.Parameter]:
+        """The parameters that take the training loop's ``transition_lr`` (default: all of them).
+
+        nnRNN gives the slower orthogonal learning rate to P's skew entries only, as its
+        official optimizer does; its rotation angles, magnitudes and T take ``lr``.
+        """
+        return list(self.parameters())
+
     # -- the inverse of matrix() --------------------------------------------------------
     @classmethod
     def has_inverse(cls) -> bool:

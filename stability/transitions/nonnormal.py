@@ -112,9 +112,12 @@ class NonNormalTransition(_SkewTransition):
     """
 
     def __init__(self, n: int, init: str = "cayley", upper_init_std: float = 0.0,
+                 delta: float = DEFAULT_DELTA, t_decay: float = DEFAULT_T_DECAY,
                  init_from: str | None = None, init_options: dict | None = None):
         super().__init__(n, init)
         self.upper_init_std = _check_nonnegative("upper_init_std", upper_init_std)
+        self.delta = _check_nonnegative("delta", delta)
+        self.t_decay = _check_nonnegative("t_decay", t_decay)
         rows, cols = block_indices(n)
         self.register_buffer("_block_rows", rows, persistent=False)
         self.register_buffer("_block_cols", cols, persistent=False)
@@ -163,21 +166,27 @@ class NonNormalTransition(_SkewTransition):
         return torch.linalg.svdvals(self.schur_factor())
 
     # -- the official regularization ------------------------------------------------------
-    def penalty(self, delta: float = DEFAULT_DELTA, t_decay: float = DEFAULT_T_DECAY) -> Tensor:
+    def penalty(self, delta: float | None = None, t_decay: float | None = None) -> Tensor:
         """δ Σ (γ − 1)² + (t_decay / 2) ‖T‖²_F, to add to the training loss.
 
         The first term is the official ``alpha_loss`` (δ, ``--alam``, pulls every block magnitude
         to 1); the second is the gradient-coupled weight decay the official optimizer applies to T
         (``--Tdecay``; with RMSprop or Adam, adding it to the loss gives the same update).
-        Defaults: the copy task's values in the official README (δ = 1e-4, T decay 1e-6).
+        Defaults: the transition's options ``delta`` and ``t_decay`` (themselves by default the
+        copy task's values in the official README, δ = 1e-4, T decay 1e-6). The training loop
+        adds it to the loss after every forward pass.
         """
-        delta = _check_nonnegative("delta", delta)
-        t_decay = _check_nonnegative("t_decay", t_decay)
+        delta = self.delta if delta is None else _check_nonnegative("delta", delta)
+        t_decay = self.t_decay if t_decay is None else _check_nonnegative("t_decay", t_decay)
         return delta * (self.gammas - 1).pow(2).sum() + 0.5 * t_decay * self.upper_params.pow(2).sum()
 
     def options(self) -> dict:
-        return {"init": self.init, "upper_init_std": self.upper_init_std,
+        return {"init": self.init, "upper_init_std": self.upper_init_std, "delta": self.delta, "t_decay": self.t_decay,
                 "init_from": self.init_from, "init_options": self.init_options}
+
+    def transition_lr_parameters(self) -> list[nn.Parameter]:
+        """P's skew entries only: the official optimizer gives θ, γ and T the main learning rate."""
+        return [self.skew_params]
 
     # -- the inverse ----------------------------------------------------------------------
     def inverse(self, w: Tensor, tol: float | None = None) -> dict[str, Tensor]:
