@@ -19,7 +19,9 @@ returns a long pandas DataFrame with columns ``step, split, metric, value`` (nam
   ``probes``.
 
 Generated tasks draw every training batch from one ``torch.Generator`` seeded with ``seed``, and
-evaluate on fixed data (the same for every seed); language-model tasks run through the
+evaluate on fixed data (the same for every seed); a task may instead give the batch of each
+update itself (``Task.train_batch``: ``mnist1d`` goes through its training set in order);
+language-model tasks run through the
 training split's segments in order, epoch after epoch, carrying the hidden state (detached)
 from one segment to the next and resetting it at each epoch; they are evaluated on the whole
 evaluation split(s). With the model built the same way, the same seed gives the same numbers,
@@ -157,15 +159,18 @@ def _probe_rows(name: str, model: nn.Module, x: Tensor | None, step: int) -> lis
 
 
 def _train_stream(task: Task, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor, bool]]:
-    """(x, y, new_epoch) forever: sampled batches, or a language model's segments epoch after epoch."""
+    """(x, y, new_epoch) forever: the task's batch of each update (``Task.train_batch``: a sampled
+    batch, or the next in a fixed order), or a language model's segments epoch after epoch."""
     if task.stateful:
         while True:
             first = True
             for x, y in task.batches("train", batch_size):
                 yield x, y, first
                 first = False
+    index = 0
     while True:
-        x, y = task.sample(batch_size, generator)
+        x, y = task.train_batch(index, batch_size, generator)
+        index += 1
         yield x, y, False
 
 

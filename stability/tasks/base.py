@@ -8,6 +8,9 @@ A task is a small object that knows its data, its loss and its metrics; the one 
   or ``None``;
 - ``sample(batch_size, generator=None) -> (x, y)``: one training batch; ``x`` is (T, B, input_size)
   floats, or (T, B) token ids for language-model tasks;
+- ``train_batch(index, batch_size, generator)``: the batch of the update with 0-based ``index``
+  (default: ``sample(batch_size, generator)``; a task that goes through its training set in a
+  fixed order, like ``mnist1d``, overrides it);
 - ``loss(outputs, y)``: the scalar training objective from the model's outputs (T, B, output_size);
 - ``metrics(outputs, y) -> dict[str, float]``: the task's metrics (names: ``docs/contracts.md``);
 - ``batches(split, batch_size, max_batches=None)``: the evaluation data of a split;
@@ -59,6 +62,12 @@ class Task:
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
+
+    def train_batch(self, index: int, batch_size: int,
+                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The training batch of the update with 0-based ``index``: by default a fresh sample,
+        ``self.sample(batch_size, generator)``, whatever the index."""
+        return self.sample(batch_size, generator)
 
     def loss(self, outputs: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
