@@ -197,7 +197,7 @@ def test_init_from_another_transition():
     (lambda: T.create("nnrnn", 8, upper_init_std=-0.1), ValueError, r"upper_init_std=-0.1 is out of range; allowed"),
     (lambda: T.create("nnrnn", 8, upper_init_std=float("nan")), ValueError, r"upper_init_std=nan"),
     (lambda: T.create("nnrnn", 8, upper_init_std="big"), TypeError, r"upper_init_std must be a number"),
-    (lambda: T.create("nnrnn", 8, delta=0.1), TypeError, r"does not take option\(s\) delta; allowed: init, upper_init_std"),
+    (lambda: T.create("nnrnn", 8, alpha=0.1), TypeError, r"does not take option\(s\) alpha; allowed: init, upper_init_std, delta, t_decay"),
     (lambda: T.create("nnrnn", 4).penalty(delta=-1.0), ValueError, r"delta=-1.0 is out of range"),
     (lambda: T.create("nnrnn", 4).penalty(t_decay=True), TypeError, r"t_decay must be a number"),
     (lambda: NonNormalTransition.from_matrix(torch.ones(3, 4)), ValueError, r"needs a square matrix, got shape \(3, 4\)"),
