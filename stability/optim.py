@@ -78,6 +78,9 @@ def make_optimizer(model: nn.Module, optimizer: str, lr: float, transition_lr: f
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{name}={value!r} must be a number > 0")
     transition = getattr(model, "transition", None)
+    if transition is None and transition_lr is not None and float(transition_lr) != float(lr):
+        raise ValueError(f"transition_lr={transition_lr!r} is for a transition's parameters, and "
+                         f"{type(model).__name__} has no transition (e.g. a gated cell); allowed: None or lr={lr!r}")
     own = list(transition.parameters()) if isinstance(transition, nn.Module) else []
     ids = {id(p) for p in own}
     rest = [p for p in model.parameters() if id(p) not in ids]
