@@ -108,7 +108,7 @@ class GatedNet(nn.Module):
         self.rnn = kind(input_size, hidden_size, num_layers=layers, bidirectional=bidirectional)
         width = self.directions * hidden_size
         self.readout = nn.Linear(width * (self.sequence_length or 1), output_size)
-        self._carried: list[tuple[Tensor, tuple[Tensor, ...]]] = []
+        self._carried: list[tuple[tuple, tuple[Tensor, ...]]] = []
 
     # -- description -----------------------------------------------------------------------
     @property
@@ -189,17 +189,20 @@ class GatedNet(nn.Module):
             raise ValueError(f"h0 must be None, (B={batch}, {width}) (the top layer's h, e.g. the last row of "
                              f"hidden_states) or a tuple of (layers·directions, B, n) states; got "
                              f"{tuple(getattr(h0, 'shape', ())) if isinstance(h0, Tensor) else type(h0).__name__}")
-        for row, state in self._carried:
-            if (row.device == h0.device and row.data_ptr() == h0.data_ptr() and row.shape == h0.shape
-                    and row.stride() == h0.stride()):
+        for (address, shape, stride, values), state in self._carried:
+            if ((h0.data_ptr(), h0.shape, h0.stride(), h0.device) == (address, shape, stride, values.device)
+                    and torch.equal(h0, values)):
                 return state
         h = zeros.clone()
         h[k - self.directions:] = h0.reshape(batch, self.directions, n).transpose(0, 1)
         return (h, zeros) if parts == 2 else (h,)
 
     def _remember(self, states: Tensor, final: tuple[Tensor, ...]) -> None:
-        row = states[-1].detach()  # holds the storage, so its address cannot be reused meanwhile
-        self._carried = [(row, tuple(s.detach() for s in final))] + self._carried[:_CARRIED - 1]
+        """Remember the final state of this call under its last row of hidden_states (where it lies, and
+        its values: a later tensor at the same address is taken for it only with the same values)."""
+        row = states[-1].detach()
+        key = (row.data_ptr(), row.shape, row.stride(), row.clone())
+        self._carried = [(key, tuple(s.detach() for s in final))] + self._carried[:_CARRIED - 1]
 
     # -- the recurrence ------------------------------------------------------------------------
     def _layer0_projections(self, x: Tensor, direction: int) -> Tensor:
