@@ -156,6 +156,11 @@ def cmd_list(args) -> int:
     _listing("transitions (option=default):",
              {n: _fmt_defaults(transitions.option_defaults(n)) for n in transitions.available()})
     print()
+    from .gated import GATED_CELLS
+
+    _listing("gated cells (in place of a transition name; options in the suite's model = {...}):",
+             {n: "layers=1, bidirectional=False, readout='last'" for n in GATED_CELLS})
+    print()
     _listing("tasks:", {n: _fmt_defaults({k: v for k, v in tasks.option_defaults(n).items() if k != "data_dir"})
                         for n in tasks.available()})
     print()
@@ -219,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "e.g. `stability probe jacobian --transition spectral --reflectors 16 "
                                     "--margin 0.1 --hidden 128 --T 1000`.")
     pr.add_argument("probe", choices=probe_names)
-    pr.add_argument("--transition", default="dense")
+    pr.add_argument("--transition", default="dense", metavar="NAME",
+                    help="a transition (stability list) or a gated cell: lstm, gru (options --layers, "
+                         "--bidirectional, --readout); default dense")
     pr.add_argument("--hidden", type=int, default=128, help="hidden size (default 128)")
     pr.add_argument("--T", type=int, default=1000, help="sequence length (default 1000)")
     pr.add_argument("--batch", type=int, default=8, help="samples (default 8)")

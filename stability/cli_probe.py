@@ -1,7 +1,9 @@
 """``stability probe``: one probe measured on a freshly initialized model, printed as a table.
 
 Transition options and the probe's own options are given as ``--NAME VALUE`` (see
-``stability list``); a misspelt option gets a "did you mean" listing both kinds.
+``stability list``); a misspelt option gets a "did you mean" listing both kinds. ``--transition``
+also takes a gated cell (``lstm``, ``gru``), whose options are ``--layers``, ``--bidirectional``
+and ``--readout`` (``all``: over the T steps).
 """
 from __future__ import annotations
 
@@ -45,6 +47,8 @@ def _extra_options(extra: list[str]) -> dict:
 
 
 PROBE_GAPS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+#: the options of a gated cell on the command line (model options)
+GATED_PROBE_OPTIONS = ("layers", "bidirectional", "readout")
 PROBE_FLAGS = ("--transition", "--hidden", "--T", "--batch", "--input-size", "--input-scale", "--nonlinearity",
                "--seed", "--device", "--dtype", "--threads")
 
@@ -53,18 +57,22 @@ def cmd_probe(args, extra: list[str]) -> int:
     from . import probes, transitions
     from .checks import did_you_mean
     from .config import RunConfig
+    from .network import GATED_CELLS, available, is_gated
     from .runner import Resolver, coerce_like, execute_run, last_line
 
-    names = transitions.available()
+    names = available()
     if args.transition not in names:
         raise CLIError(f"unknown transition {args.transition!r}{did_you_mean(args.transition, names)}; "
-                       f"available: {', '.join(names)}")
+                       f"available: {', '.join(transitions.available())}; gated cells: {', '.join(GATED_CELLS)}")
+    gated = is_gated(args.transition)
     probe = probes.get_probe(args.probe)
-    t_allowed, p_allowed = transitions.option_names(args.transition), probe.options()
+    t_allowed = GATED_PROBE_OPTIONS if gated else transitions.option_names(args.transition)
+    p_allowed = probe.options()
+    t_defaults = {} if gated else transitions.option_defaults(args.transition)
     topts, popts = {}, {}
     for key, value in _extra_options(extra).items():
         if key in t_allowed:
-            topts[key] = coerce_like(value, transitions.option_defaults(args.transition).get(key))
+            topts[key] = coerce_like(value, t_defaults.get(key))
         elif key in p_allowed:
             popts[key] = coerce_like(value, p_allowed[key])
         else:
@@ -79,13 +87,20 @@ def cmd_probe(args, extra: list[str]) -> int:
     device = device_or_error(args.device)
     given = {"T": args.T, "batch": args.batch, "input_size": args.input_size, "input_scale": args.input_scale}
     res = Resolver("stability probe")
-    resolved = res.transition(args.transition, res.transition_options(args.transition, topts, "--transition"),
-                              args.hidden, "--transition")
     options = res.probe_options(probe.name, {**{k: given[k] for k in probe.input_options()}, **popts}, "--probe")
-    res.try_probe(probe.name, options, args.hidden, args.nonlinearity, args.probe)
+    model, nonlinearity = {}, args.nonlinearity
+    if gated:  # the cell's options are model options; its nonlinearities are its own
+        model = res.row_model(args.transition, res.model_options("--transition", topts), "--transition", [],
+                              sequence_length=options.get("T"))
+        res.try_probe(probe.name, options, args.hidden, args.nonlinearity, args.probe, args.transition, model)
+        resolved, nonlinearity = {}, "tanh"
+    else:
+        resolved = res.transition(args.transition, res.transition_options(args.transition, topts, "--transition"),
+                                  args.hidden, "--transition")
+        res.try_probe(probe.name, options, args.hidden, args.nonlinearity, args.probe)
     cfg = RunConfig(suite="", kind="probe", name=probe.name, transition=args.transition,
-                    transition_options=resolved, hidden_size=args.hidden, nonlinearity=args.nonlinearity,
-                    options=options, train={}, seed=args.seed, device=device, dtype=args.dtype)
+                    transition_options=resolved, hidden_size=args.hidden, nonlinearity=nonlinearity,
+                    options=options, train={}, seed=args.seed, device=device, dtype=args.dtype, model=model)
     result = execute_run(cfg, {"threads": args.threads})
     if result["error"]:
         raise CLIError(f"the {probe.name} probe failed: {last_line(result['error'])}")
@@ -97,7 +112,8 @@ def _print_probe(probe, df, topts: dict, options: dict, args, device: str) -> No
     shown = ", ".join(f"{k}={v}" for k, v in topts.items())
     what = f"{args.transition}({shown})" if shown else args.transition
     inputs = " ".join(f"{k}={v}" for k, v in options.items() if k in ("T", "batch"))
-    print(f"{probe.name} at init: {what} hidden={args.hidden} {args.nonlinearity} {inputs} seed={args.seed} "
+    nonlinearity = "" if args.transition in ("lstm", "gru") else args.nonlinearity
+    print(f"{probe.name} at init: {what} hidden={args.hidden} {nonlinearity} {inputs} seed={args.seed} "
           f"{device}".replace("  ", " "))
     scalars = df[(df.split == "init") & (df.step == 0) & df.metric.isin(probe.scalars)]
     for _, r in scalars.iterrows():

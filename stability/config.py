@@ -28,10 +28,10 @@ class RunConfig:
     suite: str                      # the suite's name ("" for a one-off `stability probe`)
     kind: str                       # "probe" | "task"
     name: str                       # the probe's or the task's registry name
-    transition: str                 # the transition's registry name
+    transition: str                 # the transition's registry name, or a gated cell ("lstm", "gru")
     transition_options: dict        # its resolved options (defaults included)
     hidden_size: int
-    nonlinearity: str
+    nonlinearity: str               # of a transition's RecurrentNet ("tanh" for a gated cell: its own)
     options: dict                   # the probe's options (inputs included) or the task's resolved options
     train: dict                     # resolved training options ({} for a probe)
     seed: int
@@ -40,7 +40,7 @@ class RunConfig:
     match: str = "hidden"           # comparison regime (MATCHES)
     budget: int | None = None       # the parameter budget with match = "params"
     measure: dict | None = None     # task runs: {"probes": [names], "batch": B}, at init and after training
-    model: dict = field(default_factory=dict)        # RecurrentNet options beyond the defaults (input_init)
+    model: dict = field(default_factory=dict)        # model options given (input_init, layers, readout, ...)
     definition: dict = field(default_factory=dict)   # the task's definition() (baseline, thresholds, protocol)
     paper: dict = field(default_factory=dict)        # figures reported by the paper, for comparison
 

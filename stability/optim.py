@@ -84,6 +84,9 @@ def make_optimizer(model: nn.Module, optimizer: str, lr: float, transition_lr: f
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{name}={value!r} must be a number > 0")
+    if getattr(model, "transition", None) is None and transition_lr is not None and float(transition_lr) != float(lr):
+        raise ValueError(f"transition_lr={transition_lr!r} is for a transition's parameters, and "
+                         f"{type(model).__name__} has no transition (e.g. a gated cell); allowed: None or lr={lr!r}")
     # every transition of the model (both directions of a bidirectional one), as each says
     own = [p for t in model_transitions(model) for p in t.transition_lr_parameters()]
     ids = {id(p) for p in own}

@@ -1,4 +1,4 @@
-"""Parameter-matched sizing: the hidden size that gives a RecurrentNet a parameter budget.
+"""Parameter-matched sizing: the hidden size that gives a model a parameter budget.
 
 Two regimes compare parameterizations fairly (docs/protocols.md, "Comparing fairly"):
 
@@ -8,14 +8,17 @@ Two regimes compare parameterizations fairly (docs/protocols.md, "Comparing fair
 - ``"params"``: every parameterization at the hidden size whose whole model (input map,
   transition, readout) has the parameter count closest to one budget.
 
-Counts are always as built: ``sum(p.numel())`` over a ``RecurrentNet`` constructed on the
-``meta`` device (no memory, no data; a CPU build only where a constructor needs real values),
-so any registered transition, plugins included, is sized without a formula. The hidden size
+Counts are always as built: ``sum(p.numel())`` over the model :func:`~stability.network.create_network`
+builds (a transition's ``RecurrentNet`` or a gated cell's ``GatedNet``, model options such as
+``bidirectional``, ``readout``, ``sequence_length``, ``layers`` included) on the ``meta`` device
+(no memory, no data; a CPU build only where a constructor needs real values), so any registered
+transition, plugins included, and the LSTM and GRU are sized without a formula. The hidden size
 is found by a doubling search and a bisection, assuming the count does not decrease with n.
 
     parameter_count("exprnn", 170, 1, 10)        # -> 16415
     hidden_for_budget("dense", 16415, 1, 10)      # -> 122 (16358 parameters, the closest)
     match_parameters(16415, 1, 10)                # one row per transition, regime "params"
+    hidden_for_budget("gru", 5134, 1, 10, bidirectional=True, readout="all", sequence_length=40)  # -> 6
 """
 from __future__ import annotations
 
@@ -26,8 +29,9 @@ import pandas as pd
 import torch
 
 from . import transitions
-from .model import RecurrentNet
 from .checks import check_choice, check_size
+from .gated import GatedNet
+from .network import check_name, create_network, is_gated
 
 REGIMES = {
     "hidden": "equal hidden size: every parameterization uses the same hidden size n; parameter counts differ",
@@ -45,10 +49,10 @@ __all__ = ["REGIMES", "MAX_HIDDEN", "parameter_count", "hidden_for_budget", "mat
 def _build_count(transition: str, hidden: int, input_size: int, output_size: int, options: dict) -> int:
     try:
         with torch.device("meta"):
-            model = RecurrentNet(input_size, hidden, output_size, transition, **options)
+            model = create_network(input_size, hidden, output_size, transition, **options)
     except (RuntimeError, NotImplementedError):
         # a constructor that needs real values (e.g. an eigenvalue rescale); build it for real
-        model = RecurrentNet(input_size, hidden, output_size, transition, **options)
+        model = create_network(input_size, hidden, output_size, transition, **options)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -63,19 +67,20 @@ def _count(transition: str, hidden: int, input_size: int, output_size: int, opti
         hash(key)
     except TypeError:  # unhashable option values: no cache
         return _build_count(transition, hidden, input_size, output_size, options)
-    return _cached_count(transitions.get(transition), transition, hidden, input_size, output_size, key)
+    cls = GatedNet if is_gated(transition) else transitions.get(transition)
+    return _cached_count(cls, transition, hidden, input_size, output_size, key)
 
 
 def _check_common(transition, input_size, output_size) -> None:
     if not isinstance(transition, str):
-        raise TypeError(f"transition must be a registered name (str), got {type(transition).__name__}")
-    transitions.get(transition)  # ValueError listing the available ones
+        raise TypeError(f"transition must be a registered name (str) or a gated cell, got {type(transition).__name__}")
+    check_name(transition)  # ValueError listing the transitions and cells
     check_size("input_size", input_size)
     check_size("output_size", output_size)
 
 
 def parameter_count(transition: str, hidden: int, input_size: int, output_size: int, **options) -> int:
-    """``sum(p.numel())`` of ``RecurrentNet(input_size, hidden, output_size, transition, **options)``."""
+    """``sum(p.numel())`` of ``create_network(input_size, hidden, output_size, transition, **options)``."""
     _check_common(transition, input_size, output_size)
     check_size("hidden", hidden)
     return _count(transition, hidden, input_size, output_size, options)
@@ -138,11 +143,14 @@ def hidden_for_budget(transition: str, budget, input_size: int, output_size: int
 
 
 def match_parameters(budget, input_size: int, output_size: int, transition_names=None,
-                     options: dict | None = None) -> pd.DataFrame:
-    """One row per transition: the hidden size matched to ``budget`` and its exact count.
+                     options: dict | None = None, model: dict | None = None) -> pd.DataFrame:
+    """One row per transition (or gated cell): the hidden size matched to ``budget`` and its exact count.
 
-    ``options`` maps a transition name to its options (``{"spectral": {"reflectors": 16}}``);
-    RecurrentNet options (``nonlinearity``) may go there too. Columns: ``transition``,
+    ``transition_names``: default every registered transition (gated cells by name: ``"lstm"``,
+    ``"gru"``). ``options`` maps a name to its options (``{"spectral": {"reflectors": 16}}``);
+    RecurrentNet options (``nonlinearity``) may go there too. ``model``: options of every model
+    (``{"bidirectional": True, "readout": "all", "sequence_length": 40}``), under each name's own.
+    Columns: ``transition``,
     ``hidden``, ``parameters``, ``budget``, ``deviation`` (parameters − budget),
     ``relative_deviation`` and ``regime`` (``"params"``).
     """
@@ -154,7 +162,7 @@ def match_parameters(budget, input_size: int, output_size: int, transition_names
                          f"allowed: {', '.join(names)}")
     rows = []
     for name in names:
-        opts = options.get(name, {})
+        opts = {**(model or {}), **options.get(name, {})}
         hidden = hidden_for_budget(name, budget, input_size, output_size, **opts)
         count = parameter_count(name, hidden, input_size, output_size, **opts)
         rows.append({"transition": name, "hidden": hidden, "parameters": count, "budget": budget,

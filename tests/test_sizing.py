@@ -76,7 +76,8 @@ def test_budget_below_the_smallest_model():
 
 
 @pytest.mark.parametrize("call, error, match", [
-    (lambda: hidden_for_budget("lstm", 1000, 2, 2), ValueError, "unknown transition 'lstm'; available: cayley"),
+    (lambda: hidden_for_budget("lstmm", 1000, 2, 2), ValueError,
+     "unknown transition or cell 'lstmm' .*; transitions: cayley.*; cells: lstm, gru"),
     (lambda: hidden_for_budget(RecurrentNet, 1000, 2, 2), TypeError, "registered name"),
     (lambda: hidden_for_budget("dense", "1e6", 2, 2), TypeError, "budget must be a finite number"),
     (lambda: hidden_for_budget("dense", 1000, 0, 2), ValueError, "input_size=0"),

@@ -21,7 +21,7 @@ import torch
 from .. import probes, tasks
 from ..config import RunConfig, config_of
 from ..environment import torch_dtype
-from ..model import RecurrentNet
+from ..network import create_network, is_gated
 from ..train import PROBE_SEED_OFFSET, train
 from .resolve import last_step_mse
 
@@ -79,10 +79,13 @@ def execute_run(config: RunConfig | dict, runtime: dict | None = None) -> dict:
             return {"metrics": None, "error": traceback.format_exc(), "wall_time": time.perf_counter() - t0}
 
 
-def build_model(cfg: RunConfig, input_size: int, output_size: int) -> RecurrentNet:
-    """The run's model, on its device and in its dtype (built from the global RNG: seed first)."""
-    model = RecurrentNet(input_size, cfg.hidden_size, output_size, cfg.transition,
-                         nonlinearity=cfg.nonlinearity, **cfg.model, **cfg.transition_options)
+def build_model(cfg: RunConfig, input_size: int, output_size: int) -> torch.nn.Module:
+    """The run's model (:func:`~stability.network.create_network`: a transition's RecurrentNet or a gated
+    cell's GatedNet, whose nonlinearities are its own), on its device and in its dtype (built from the
+    global RNG: seed first)."""
+    own = {} if is_gated(cfg.transition) else {"nonlinearity": cfg.nonlinearity}
+    model = create_network(input_size, cfg.hidden_size, output_size, cfg.transition, **own, **cfg.model,
+                           **cfg.transition_options)
     return model.to(device=torch.device(cfg.device), dtype=torch_dtype(cfg.dtype))
 
 

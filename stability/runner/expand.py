@@ -17,6 +17,8 @@ from .. import probes
 from ..checks import did_you_mean
 from ..config import RunConfig
 from ..environment import resolve_device
+from ..network import is_gated
+from ..train import PROBES as TRAIN_PROBES
 from .resolve import DATA_SOURCES, Resolver, data_dirs, data_needed, plain_json, train_signature
 from .spec import (DEFAULT_MEASURE, DEFAULT_MEASURE_BATCH, SuiteError, _axis, _grid, _unknown_key, parse_suite,
                    suite_source)
@@ -120,6 +122,7 @@ def _expand(spec: dict, origin: str, device: str, dirs: dict[str, str]) -> tuple
         selected = [t for t in trans if e.get("transitions") is None or t[0] in e["transitions"]]
         paper = plain_json(e.get("paper", {}), origin, f"{where}.paper")
         measure = [probes.PROBES.canonical(m) for m in e.get("measure", DEFAULT_MEASURE)] if kind == "task" else []
+        measure_given = "measure" in e
         for m in measure:
             if m not in probes.PROBES:
                 raise SuiteError(f"{origin}: {where}.measure: {m!r} is not a probe the runner can measure "
@@ -170,30 +173,54 @@ def _expand(spec: dict, origin: str, device: str, dirs: dict[str, str]) -> tuple
             else:
                 task_options, definition = options, {}
                 in_size, out_size = int(options["input_size"]), 1
+            task_key = f"{ename}:{plain_json(options, origin, where)}" if kind == "task" else ""
             for label, tname, tgrid, twhere in selected:
+                row_nonlin = nonlin
+                if is_gated(tname):  # a gated cell has its own nonlinearities: its rows record tanh
+                    row_nonlin = "tanh"
+                    for tr in train_grid:
+                        if (tr or {}).get("transition_lr") not in (None, (tr or {}).get("lr")):
+                            raise SuiteError(f"{origin}: {where}.train.transition_lr = {tr['transition_lr']!r}: the "
+                                             f"gated cell {tname!r} has no transition; allowed: unset or equal "
+                                             f"to lr = {tr.get('lr')!r}")
+                    if nonlin != "tanh":
+                        notes.append(f"{where}: nonlinearity = {nonlin!r} does not apply to the gated cell "
+                                     f"{tname!r}: its runs record 'tanh'")
+                row_models = []
+                for mo in model_grid:
+                    row_mo = (res.row_model(tname, mo, where, notes, task=task) if kind == "task" else
+                              res.row_model(tname, mo, where, notes, sequence_length=options["T"]
+                                            if "T" in options else None))
+                    if kind == "probe" and not _plain(tname, row_mo):
+                        res.try_probe(ename, options, None, nonlin, f"{where}.options", tname, row_mo)
+                    row_measure = (_row_measure(res, measure, measure_given, tname, row_mo, task, task_key, where,
+                                                notes, train_grid) if kind == "task" else [])
+                    row_models.append((mo, row_mo, row_measure))
                 for topts in tgrid:
                     for budget in budget_axis:
-                        sizes = ([res.hidden_for_budget(tname, topts, budget, in_size, out_size, where)]
-                                 if match == "params" else hidden_axis)
-                        for n in sizes:
-                            resolved = res.transition(tname, topts, n, twhere)
-                            for tr, mo, seed in itertools.product(train_grid, model_grid, seeds):
+                        for n_given in (hidden_axis if match == "hidden" else [None]):
+                            for tr, (mo, row_mo, row_measure), seed in itertools.product(train_grid, row_models,
+                                                                                           seeds):
+                                n = n_given if n_given is not None else res.hidden_for_budget(
+                                    tname, {**topts, **row_mo}, budget, in_size, out_size, where)
+                                resolved = res.transition(tname, topts, n, twhere)
                                 cfg = RunConfig(
                                     suite=name, kind=kind, name=ename, transition=tname,
-                                    transition_options=resolved, hidden_size=int(n), nonlinearity=nonlin,
+                                    transition_options=resolved, hidden_size=int(n), nonlinearity=row_nonlin,
                                     options=task_options, train=tr if tr is not None else {},
                                     seed=int(seed), device=device, dtype=dtype, match=match, budget=budget,
-                                    measure=({"probes": measure,
+                                    measure=({"probes": row_measure,
                                               "batch": e.get("measure_batch", DEFAULT_MEASURE_BATCH)}
                                              if kind == "task" else None),
                                     definition=definition if kind == "task" else {},
-                                    paper=_paper_for(paper, label, tname), model=mo)
+                                    paper=_paper_for(paper, label, tname), model=row_mo)
                                 tag = f"{tname}({_fmt(topts)})" if topts else tname
                                 if label != tname:
                                     tag = f"{label}:{tag}"
                                 olab = f"({_fmt(given)})" if given else ""
-                                if mo:
-                                    tag += f" [{_fmt(mo)}]"
+                                shown = {k: v for k, v in row_mo.items() if k != "sequence_length"}
+                                if shown:
+                                    tag += f" [{_fmt(shown)}]"
                                 extra = f" budget={budget}" if budget is not None else ""
                                 lab = f"{kind}:{ename}{olab} {tag} n={n}{extra} seed={seed}"
                                 rid = cfg.id
@@ -204,3 +231,37 @@ def _expand(spec: dict, origin: str, device: str, dirs: dict[str, str]) -> tuple
                                     continue
                                 runs[rid] = Run(rid, cfg, lab, dict(runtime))
     return list(runs.values()), list(dict.fromkeys(notes))
+
+
+def _plain(tname: str, model: dict) -> bool:
+    """A transition's RecurrentNet as it always was (unidirectional, readout "last"): every probe measures it."""
+    return not is_gated(tname) and not model.get("bidirectional") and model.get("readout", "last") == "last"
+
+
+def _row_measure(res: Resolver, measure: list[str], given: bool, tname: str, model: dict, task, task_key: str,
+                 where: str, notes: list[str], train_grid: list) -> list[str]:
+    """The probes a row measures at init and final. A model other than a plain RecurrentNet (a gated cell,
+    bidirectional, readout "all") is tried on each: one that cannot be measured is refused where the suite
+    asked for it (``measure = [...]``, or the training loop's ``probes``), left out with a note where it is
+    the default."""
+    if _plain(tname, model):
+        return list(measure)
+    kept = []
+    for m in measure:
+        why = res.probe_refusal(m, tname, model, task, task_key)
+        if why is None:
+            kept.append(m)
+        elif given:
+            raise SuiteError(f"{res.origin}: {where}.measure: probe {m!r} cannot measure {tname!r} "
+                             f"({_fmt(model) or 'defaults'}): {why}")
+        else:
+            notes.append(f"{where}: probe {m!r} cannot measure {tname!r} ({_fmt(model) or 'defaults'}): "
+                         f"left out of its measurements")
+    for tr in train_grid:
+        for scheduled in (tr or {}).get("probes") or {}:
+            probe = TRAIN_PROBES[scheduled][0] if scheduled in TRAIN_PROBES else scheduled
+            why = res.probe_refusal(probe, tname, model, task, task_key)
+            if why is not None:
+                raise SuiteError(f"{res.origin}: {where}.train.probes: {scheduled!r} cannot measure {tname!r} "
+                                 f"({_fmt(model) or 'defaults'}): {why}")
+    return kept

@@ -17,7 +17,10 @@ import torch
 
 from .. import probes, sizing, tasks, transitions
 from ..checks import check_finite_options, did_you_mean
-from ..model import RecurrentNet
+from ..gated import GATED_CELLS, GATED_ENGINES, READOUTS
+from ..model import INPUT_INITS
+from ..network import available as network_names, create_network, is_gated
+from ..recurrence import ENGINES
 from ..tasks.pixels import MNIST_ENV
 from ..tasks.ptb import PTB_ENV
 from ..train import OPTIMIZERS, check_lr_decay, train
@@ -25,8 +28,14 @@ from .spec import SuiteError, _unknown_key
 
 #: data sets a task may read from a directory: name -> (CLI option, environment variable)
 DATA_SOURCES = {"ptb": ("--ptb-dir", PTB_ENV), "mnist": ("--mnist-dir", MNIST_ENV)}
-#: RecurrentNet options a suite may set in ``model = {...}`` (the rest of the model is in the config's own fields)
-MODEL_OPTIONS = ("input_init", "engine")
+#: model options a suite may set in ``model = {...}`` (the rest of the model is in the config's own fields);
+#: ``sequence_length`` (for ``readout = "all"``) is filled in by the runner from the task
+MODEL_OPTIONS = ("input_init", "engine", "layers", "bidirectional", "readout")
+#: model options of a transition's RecurrentNet that a gated cell does not have (left out of its runs)
+RECURRENT_ONLY = ("input_init",)
+#: the values each model option may take
+MODEL_CHOICES = {"input_init": INPUT_INITS, "engine": tuple(dict.fromkeys(ENGINES + GATED_ENGINES)),
+                 "bidirectional": (False, True), "readout": READOUTS}
 #: train() arguments that are not training options of a run config
 TRAIN_NOT_CONFIG = ("model", "task", "seed", "progress", "callback")
 
@@ -115,14 +124,22 @@ class Resolver:
         self._tasks: dict[str, tuple] = {}
         self._sizes: dict[str, int] = {}
         self._probes: set[str] = set()
+        self._models: set[str] = set()
+        self._refusals: dict[str, str | None] = {}
 
     # transitions -------------------------------------------------------------------
     def transition_options(self, name: str, given: dict, where: str) -> dict:
         """Check names and value types (finite numbers); ints coerced to float where the default is a float."""
+        if is_gated(name):
+            if given:
+                raise SuiteError(f"{self.origin}: {where}.options: {name!r} is a gated cell and takes no transition "
+                                 f"options (got {', '.join(given)}); its options go in model = {{...}}: "
+                                 f"layers, bidirectional, readout, engine")
+            return {}
         if name not in transitions.available():
-            raise SuiteError(f"{self.origin}: {where}.name = {name!r} is not a known transition"
-                             f"{did_you_mean(name, transitions.available())}; "
-                             f"available: {', '.join(transitions.available())}")
+            raise SuiteError(f"{self.origin}: {where}.name = {name!r} is not a known transition or cell"
+                             f"{did_you_mean(name, network_names())}; available: "
+                             f"{', '.join(transitions.available())}; gated cells: {', '.join(GATED_CELLS)}")
         allowed = transitions.option_names(name)
         defaults = transitions.option_defaults(name)
         out = {}
@@ -135,6 +152,8 @@ class Resolver:
 
     def transition(self, name: str, options: dict, n: int, where: str) -> dict:
         """Build the transition once (validating options at size n); its resolved options."""
+        if is_gated(name):
+            return {}  # checked with its model options (row_model)
         key = json.dumps([name, options, n], sort_keys=True)
         if key not in self._transitions:
             try:
@@ -156,7 +175,7 @@ class Resolver:
             try:
                 n = sizing.hidden_for_budget(name, budget, input_size, output_size, **options)
             except (TypeError, ValueError) as exc:
-                raise SuiteError(f"{self.origin}: {where}: no hidden size of transition {name!r} fits "
+                raise SuiteError(f"{self.origin}: {where}: no hidden size of {name!r} fits "
                                  f"budget = {budget}: {exc}") from None
             self._sizes[key] = int(n)
         return self._sizes[key]
@@ -186,26 +205,32 @@ class Resolver:
         out.update(extra)
         return out
 
-    def try_probe(self, name: str, options: dict, n: int | None, nonlinearity: str, where: str) -> None:
-        """Run probe ``name`` with its options once on a dense model (hidden size n, or 4), one sequence of
-        zeros: a setting the probe refuses (T too short, a bad option) is refused before anything runs."""
+    def try_probe(self, name: str, options: dict, n: int | None, nonlinearity: str, where: str,
+                  network: str = "dense", model: dict | None = None) -> None:
+        """Run probe ``name`` with its options once on a ``network`` model (default dense; hidden size n, or 4),
+        one sequence of zeros: a setting the probe refuses (T too short, a bad option, a model it cannot
+        measure) is refused before anything runs."""
         probe = probes.get_probe(name)
         extra = {k: v for k, v in options.items() if k not in probe.input_options()}
-        key = json.dumps([name, options, n, nonlinearity], sort_keys=True)
+        model = dict(model or {})
+        if not is_gated(network):
+            model["nonlinearity"] = nonlinearity
+        key = json.dumps([name, options, n, network, model], sort_keys=True)
         if key in self._probes:
             return
         T, isz = options.get("T", 2), options["input_size"]  # T as asked: options may depend on it
         try:
             with torch.random.fork_rng(devices=[]):
-                model = RecurrentNet(isz, n or 4, 1, "dense", nonlinearity=nonlinearity)
+                model = create_network(isz, n or 4, 1, network, **model)
                 x = torch.zeros(T, 1, isz)
                 supplied = {"x": x, "loss_fn": last_step_mse, "y": torch.zeros(1, 1)}
                 probes.measure(name, model, "init", options=extra,
                                **{k: v for k, v in supplied.items() if k in probe.inputs})
         except (TypeError, ValueError) as exc:
             opts = ", ".join(f"{k} = {v!r}" for k, v in options.items())
+            what = "" if network == "dense" else f" of {network!r}"
             raise SuiteError(f"{self.origin}: {where}: probe {name!r} refuses {opts}"
-                             f"{f' at hidden_size {n}' if n else ''}: {exc}") from None
+                             f"{f' at hidden_size {n}' if n else ''}{what}: {exc}") from None
         self._probes.add(key)
 
     # tasks ---------------------------------------------------------------------------
@@ -246,19 +271,74 @@ class Resolver:
         return self._tasks[key]
 
     def model_options(self, where: str, given: dict) -> dict:
-        """RecurrentNet options (e.g. ``input_init``) checked by building a small model; only those given
+        """Model options (``input_init``, ``engine``, ``layers``, ``bidirectional``, ``readout``), their names
+        and values checked; each row's are checked on its own model by :meth:`row_model`. Only those given
         are recorded (a config without them keeps the id it always had)."""
         allowed = [k for k in MODEL_OPTIONS]
         for k in given:
             if k not in allowed:
                 raise _unknown_key(self.origin, f"{where}.model", k, allowed)
         out = plain_json(given, self.origin, f"{where}.model")
-        try:
-            with torch.random.fork_rng(devices=[]):
-                RecurrentNet(1, 1, 1, "dense", **out)
-        except (TypeError, ValueError) as exc:
-            raise SuiteError(f"{self.origin}: {where}.model: {exc}") from None
+        for k, v in out.items():
+            if k == "layers":
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                    raise SuiteError(f"{self.origin}: {where}.model.layers = {v!r} must be an integer >= 1")
+            elif v not in MODEL_CHOICES[k] or (k == "bidirectional") != isinstance(v, bool):
+                raise SuiteError(f"{self.origin}: {where}.model.{k} = {v!r}; allowed: "
+                                 f"{', '.join(map(repr, MODEL_CHOICES[k]))}")
         return out
+
+    def row_model(self, name: str, given: dict, where: str, notes: list[str], *, task=None,
+                  sequence_length: int | None = None) -> dict:
+        """The model options one row records: those that apply to ``name`` (a gated cell leaves out
+        ``input_init``, with a note; a transition refuses ``layers`` > 1), ``sequence_length`` filled
+        in for ``readout = "all"`` (refused with a task that reads every step's output), checked by
+        building the model once."""
+        out = dict(given)
+        if is_gated(name):
+            for k in RECURRENT_ONLY:
+                if k in out:
+                    notes.append(f"{where}: model.{k} = {out.pop(k)!r} does not apply to the gated cell {name!r} "
+                                 f"(PyTorch's own initialization): left out of its runs")
+        elif out.get("layers", 1) != 1:
+            raise SuiteError(f"{self.origin}: {where}.model.layers = {out['layers']}: the transition {name!r} "
+                             f"has one layer; allowed: layers = 1 (stacked layers: {', '.join(GATED_CELLS)})")
+        else:
+            out.pop("layers", None)
+        if out.get("readout") == "all":
+            if task is not None and getattr(task, "output_steps", "every") != "last":
+                last = [t for t in tasks.available() if getattr(tasks.get(t), "output_steps", "every") == "last"]
+                raise SuiteError(f"{self.origin}: {where}: model.readout = 'all' gives one output per sequence, but "
+                                 f"task {task.name!r} reads every step's output; allowed with readout = 'all': "
+                                 f"{', '.join(last)}")
+            out["sequence_length"] = int(sequence_length if task is None else task_sequence_length(task))
+        key = json.dumps([name, out], sort_keys=True)
+        if key not in self._models:
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    create_network(2, 2, 2, name, **out)
+            except (TypeError, ValueError) as exc:
+                raise SuiteError(f"{self.origin}: {where}.model ({name!r}): {exc}") from None
+            self._models.add(key)
+        return out
+
+    def probe_refusal(self, probe: str, name: str, model: dict, task, key: str) -> str | None:
+        """Why ``probe`` cannot measure a small ``name`` model on one batch of ``task`` (None: it can)."""
+        cache = json.dumps([probe, name, model, key], sort_keys=True)
+        if cache not in self._refusals:
+            spec = probes.get_probe(probe)
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    net = create_network(int(task.input_size), 3, int(task.output_size), name, **model)
+                    x, y = task.sample(2, torch.Generator().manual_seed(0))
+                    if x.is_floating_point():
+                        x = x.to(next(net.parameters()).dtype)
+                    supplied = {"x": x, "loss_fn": task.loss, "y": y}
+                    probes.measure(probe, net, "init", **{k: v for k, v in supplied.items() if k in spec.inputs})
+                self._refusals[cache] = None
+            except (TypeError, ValueError, NotImplementedError) as exc:
+                self._refusals[cache] = str(exc)
+        return self._refusals[cache]
 
     def train_options(self, where: str, given: dict, signature: dict) -> dict:
         """A task run's training options, resolved and checked."""
@@ -296,6 +376,16 @@ class Resolver:
             check_lr_decay(train.get("lr_decay"), train.get("decay_every", "epoch"), task, train.get("batch_size"))
         except (TypeError, ValueError) as exc:
             raise SuiteError(f"{self.origin}: {where}.train: {exc}") from None
+
+
+def task_sequence_length(task) -> int:
+    """T of the task's sequences: its ``sequence_length`` attribute, else the length of one sampled batch."""
+    given = getattr(task, "sequence_length", None)
+    if given is not None:
+        return int(given)
+    with torch.random.fork_rng(devices=[]):
+        x, _ = task.sample(1, torch.Generator().manual_seed(0))
+    return int(x.shape[0])
 
 
 def last_step_mse(outputs, y):

@@ -24,6 +24,7 @@ class AddingTask(Task):
     input_size = 2
     output_size = 1
     baseline_metric = "mse"
+    output_steps = "last"
 
     def __init__(self, T: int = 100, markers: str = "halves"):
         self.T = check_int("T", T, minimum=2)

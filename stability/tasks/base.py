@@ -14,7 +14,8 @@ A task is a small object that knows its data, its loss and its metrics; the one 
 - ``loss(outputs, y)``: the scalar training objective from the model's outputs (T, B, output_size);
 - ``metrics(outputs, y) -> dict[str, float]``: the task's metrics (names: ``docs/contracts.md``);
 - ``batches(split, batch_size, max_batches=None)``: the evaluation data of a split;
-- ``definition()``: a JSON-able dict that every result row carries (docs/protocols.md).
+- ``definition()``: a JSON-able dict that every result row carries (docs/protocols.md);
+- ``output_steps``: ``"every"`` (the loss reads every step's output) or ``"last"`` (only outputs[-1]).
 
 and, for the training loop: ``periodic_splits`` (evaluated every ``eval_every`` steps, e.g.
 ``("valid",)``) and ``final_splits`` (once at the end, e.g. ``("test",)``); ``generated`` (evaluation
@@ -50,6 +51,9 @@ class Task:
     baseline: float | None = None
     #: the metric ``baseline`` is expressed in
     baseline_metric: str | None = None
+    #: which outputs the loss reads: ``"every"`` step's, or only the ``"last"`` one (outputs[-1]);
+    #: a model with ``readout="all"`` (one output per sequence) fits only a ``"last"`` task
+    output_steps: str = "every"
     #: True for language models: hidden state is carried across the consecutive batches of a split
     stateful: bool = False
     #: splits evaluated every ``eval_every`` steps (and at the end), and only at the end

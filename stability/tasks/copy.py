@@ -33,6 +33,7 @@ class CopyTask(Task):
     """Copy K symbols after a delay T (T is the delay, not the sequence length)."""
 
     baseline_metric = "ce"
+    output_steps = "every"
 
     def __init__(self, T: int = 200, K: int = 10, alphabet: int = 8, layout: str = "urnn"):
         self.T = check_int("T", T)

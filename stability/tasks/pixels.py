@@ -112,6 +112,7 @@ class PixelsTask(Task):
     input_size = 1
     output_size = 10
     baseline_metric = "ce"
+    output_steps = "last"
     periodic_splits = ("valid",)
     final_splits = ("test",)
     generated = False

@@ -107,6 +107,7 @@ _LOG_FLOAT_MAX = math.log(sys.float_info.max)
 class LanguageModelTask(Task):
     """Next-token prediction on one of the PTB files; see the module docstring."""
 
+    output_steps = "every"
     stateful = True
     generated = False
     default_eval_batches = None
