@@ -42,23 +42,22 @@ class ClosedSteps:
         self.rows_deriv = self.deriv.unsqueeze(2).unbind(0)  # (B, 1, S) per step: scales every row
         self.steps, self.batch, self.size = self.deriv.shape
         self.dtype, self.device = dtype, self.w.device
-        self._scratch: dict[tuple, Tensor] = {}
+        self._shape = None  # the scratch buffer's shape, its flat view, made once per shape
 
-    def _buffer(self, rows: Tensor) -> Tensor:
-        shape = tuple(rows.shape)
-        buf = self._scratch.get(shape)
-        if buf is None:
-            buf = self._scratch[shape] = torch.empty(shape, dtype=self.dtype, device=self.device)
-        return buf
+    def _scratch_for(self, rows: Tensor) -> None:
+        if rows.shape != self._shape:
+            batch, k, size = self._shape = rows.shape
+            self._flat = (batch * k, size)
+            self._scratch = torch.empty(self._shape, dtype=self.dtype, device=self.device)
+            self._scratch_flat = self._scratch.view(self._flat)
 
     def vjp(self, rows: Tensor, t: int, out: Tensor | None = None) -> Tensor:
         """rows · J_t = (rows ⊙ d_t) W: a column scaling, then one (B·k × S)·(S × S) product."""
         if out is None:
             return torch.matmul(rows * self.rows_deriv[t], self.w)
-        batch, k, size = rows.shape
-        scaled = self._buffer(rows)
-        torch.mul(rows, self.rows_deriv[t], out=scaled)
-        torch.mm(scaled.view(batch * k, size), self.w, out=out.view(batch * k, size))
+        self._scratch_for(rows)
+        torch.mul(rows, self.rows_deriv[t], out=self._scratch)
+        torch.mm(self._scratch_flat, self.w, out=out.view(self._flat))
         return out
 
     def vjp_one(self, vectors: Tensor, t: int) -> Tensor:
@@ -69,10 +68,9 @@ class ClosedSteps:
         """Each row r ↦ (J_t r)ᵀ = (r Wᵀ) ⊙ d_t: one (B·k × S)·(S × S) product, then a scaling."""
         if out is None:
             return torch.matmul(rows, self.wt).mul_(self.rows_deriv[t])
-        batch, k, size = rows.shape
-        product = self._buffer(rows)
-        torch.mm(rows.reshape(batch * k, size), self.wt, out=product.view(batch * k, size))
-        return torch.mul(product, self.rows_deriv[t], out=out)
+        self._scratch_for(rows)
+        torch.mm(rows.view(self._flat), self.wt, out=self._scratch_flat)
+        return torch.mul(self._scratch, self.rows_deriv[t], out=out)
 
 
 class GeneralSteps:
@@ -91,7 +89,8 @@ class GeneralSteps:
 
     def _linearize(self, t: int):
         u = self.inputs[t]
-        previous = self.initial if t == 0 else self.states[t - 1]
+        # a copy, not a view of all the states: forward AD gives a view's tangent its base's whole size
+        previous = (self.initial if t == 0 else self.states[t - 1]).clone()
         return (lambda s: self.step(s, u)), previous
 
     @staticmethod
