@@ -8,8 +8,6 @@
 - Several views (a bidirectional model) give frames with a ``direction`` column and registry rows
   with per-direction names; a model that exposes no step is a one-line TypeError.
 """
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch

@@ -3,8 +3,8 @@
 P_{g+1} = P_g J_{T−1−g}: with the closed form J_t = diag(φ'(a_t)) W a column scaling and one
 (B·n × n)·(n × n) matrix product per step (B·n³ flops); in general a VJP of the step with
 the n rows of P_g (``torch.func``, :mod:`stability.probes.operators`). Rescaled to unit
-Frobenius norm after every step with the log of the factor kept in float64 (definitions in :mod:`stability.probes.jacobian`). ‖P̂_g‖₂ comes
-from an SVD (the first ``EXACT_GAPS`` gaps, or every gap with ``spectral="exact"``) or from
+Frobenius norm after every step with the log of the factor kept in float64 (definitions in
+:mod:`stability.probes.jacobian`). ‖P̂_g‖₂ comes from an SVD (the first ``EXACT_GAPS`` gaps, or every gap with ``spectral="exact"``) or from
 the block power iteration of :class:`_SubspaceTracker`. Measured accuracy and cost:
 docs/probe-accuracy.md.
 """

@@ -27,7 +27,8 @@ from .inputs import check_sequence, trajectory
 from .operators import ClosedSteps, GeneralSteps
 from .steps import StepView, no_step
 
-__all__ = ["PATHS", "model_views", "closed_view", "has_closed_contract", "linearize", "label_views", "select_direction", "per_direction"]
+__all__ = ["PATHS", "model_views", "closed_view", "has_closed_contract", "linearize", "label_views",
+           "select_direction", "per_direction"]
 
 #: how a probe takes its products with the one-step Jacobians
 PATHS = ("auto", "closed", "general")
