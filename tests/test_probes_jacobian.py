@@ -63,7 +63,7 @@ def test_matches_autograd(case):
     ref_spec, ref_fro = reference_norms(model, x, h0)
     for spectral in ("exact", "subspace"):  # n = 8 <= 2·block: both use the SVD
         df = jacobian_decay(model, x, h0, spectral=spectral)
-        assert df.attrs == {"method": "exact", "spectral": spectral}  # n = 8 <= 32: "auto" is exact
+        assert df.attrs == {"method": "exact", "spectral": spectral, "path": "closed", "state": "h, S = 8"}  # n = 8 <= 32: "auto" is exact
         assert list(df.columns) == ["gap", "sample", "spectral", "frobenius", "log_spectral", "log_frobenius"]
         assert len(df) == 20 * 3
         assert rel(as_grid(df, "spectral"), ref_spec) < 1e-8
@@ -72,7 +72,7 @@ def test_matches_autograd(case):
     # the sketch with probes >= n carries a complete frame: Frobenius exact, spectral a lower
     # bound within the Rayleigh-quotient step
     df = jacobian_decay(model, x, h0, method="sketch", probes=50)
-    assert df.attrs == {"method": "sketch", "probes": 8, "block": 4, "seed": 0}
+    assert {k: df.attrs[k] for k in ("method", "probes", "block", "seed")} == {"method": "sketch", "probes": 8, "block": 4, "seed": 0}
     assert list(df.columns) == ["gap", "sample", "spectral", "frobenius", "log_spectral", "log_frobenius"]
     assert rel(as_grid(df, "frobenius"), ref_fro) < 1e-8
     ratio = as_grid(df, "spectral") / ref_spec
@@ -225,7 +225,7 @@ def test_bad_inputs():
         jacobian_decay(model, x[:, :, 0])
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         jacobian_decay(model, [[1.0]])
-    with pytest.raises(ValueError, match=r"h0 must have shape \(B=2, n=6\), got \(3, 6\)"):
+    with pytest.raises(ValueError, match=r"h0 must have shape \(B=2, (n|hidden_size)=6\), got \(3, 6\)"):
         jacobian_decay(model, x, torch.zeros(3, 6, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"max_gap=10 is out of range; allowed: 0..9"):
         jacobian_decay(model, x, max_gap=10)
@@ -267,7 +267,8 @@ def sketch_vs_exact(name, n=64, steps=200, batch=3, seed=0, **opts):
 def test_sketch_against_exact(name):
     """n = 64, T = 200, float64, default probes (k = 16: 8 tracked + 8 random directions)."""
     exact, sketch = sketch_vs_exact(name)
-    assert sketch.attrs == {"method": "sketch", "probes": 16, "block": 8, "seed": 0}
+    assert sketch.attrs == {"method": "sketch", "probes": 16, "block": 8, "seed": 0, "path": "closed",
+                            "state": "h, S = 64"}
     assert (sketch[["gap", "sample"]] == exact[["gap", "sample"]]).all().all()
     # spectral: a lower bound, exact at the median gap, within 5% at >= 90% of the gaps, within
     # 1% at >= 90% of the gaps >= 32, and never a factor 3 off (a random frame alone: ~2x low
@@ -347,10 +348,10 @@ def test_auto_method_rule():
     assert jacobian_decay(tanh_model("dense", n=32), x).attrs["method"] == "exact"
     assert jacobian_decay(tanh_model("dense", n=33), x).attrs["method"] == "sketch"
     assert jacobian_decay(tanh_model("dense", n=33), x, spectral="exact").attrs["method"] == "exact"
-    assert jacobian_decay(tanh_model("dense", n=33), x, method="exact").attrs == {"method": "exact",
-                                                                                  "spectral": "subspace"}
+    assert jacobian_decay(tanh_model("dense", n=33), x, method="exact").attrs == {
+        "method": "exact", "spectral": "subspace", "path": "closed", "state": "h, S = 33"}
     small = jacobian_decay(tanh_model("dense", n=6), x, method="sketch", probes=3, block=2)
-    assert small.attrs == {"method": "sketch", "probes": 3, "block": 1, "seed": 0}
+    assert small.attrs == {"method": "sketch", "probes": 3, "block": 1, "seed": 0, "path": "closed", "state": "h, S = 6"}
 
 
 def test_sketch_gap_zero_and_max_gap():

@@ -15,7 +15,7 @@ def test_orthogonal_linear_exponents_are_zero():
     df = lyapunov_spectrum(model, torch.randn(200, 3, 3, dtype=torch.float64), warmup=10)
     assert list(df.columns) == ["index", "exponent"] and df["index"].tolist() == list(range(10))
     assert df.exponent.abs().max() < 1e-3
-    assert df.attrs == {"k": 10, "warmup": 10, "steps": 190}
+    assert df.attrs == {"k": 10, "warmup": 10, "steps": 190, "path": "closed", "state": "h, S = 10"}
 
 
 def test_diagonal_linear_exponents_are_log_s():

@@ -187,8 +187,10 @@ def training_cases(sizes: Sizes, device: torch.device, names: list[str], alterna
 
 
 def probe_cases(sizes: Sizes, device: torch.device, checks: dict) -> list[Case]:
-    """Cases of figure (c): the whole Jacobian decay curve, and one forward + backward pass;
-    records how far the timed method (the sketch, at this n) is from the exact norms in ``checks``."""
+    """Cases of figure (c): the whole Jacobian decay curve on the closed-form path and on the
+    general path (torch.func VJPs / JVPs of the step, as for a gated cell), and one forward +
+    backward pass; records how far the timed method (the sketch, at this n) is from the exact
+    norms, and the general path from the closed one, in ``checks``."""
     from ..model import RecurrentNet
     from ..probes import jacobian_decay
 
@@ -205,10 +207,17 @@ def probe_cases(sizes: Sizes, device: torch.device, checks: dict) -> list[Case]:
     def decay_curve():
         jacobian_decay(model, x)
 
+    def decay_curve_general():
+        jacobian_decay(model, x, path="general")
+
     sketch, exact = jacobian_decay(model, x, method="sketch"), jacobian_decay(model, x, method="exact")
     for norm in ("spectral", "frobenius"):
         a, b = sketch[norm].to_numpy(), exact[norm].to_numpy()
         ok = (a > 0) & (b > 0)  # float32 underflows to 0 at long gaps in both
         checks[f"jacobian_sketch_vs_exact_{norm}_max_abs_log_ratio"] = float(np.abs(np.log(a[ok] / b[ok])).max())
+    general = jacobian_decay(model, x, method="sketch", path="general")
+    checks["jacobian_general_vs_closed_max_abs_log_ratio"] = float(max(
+        np.abs(general[f"log_{norm}"] - sketch[f"log_{norm}"]).max() for norm in ("spectral", "frobenius")))
 
-    return [Case("probe_forward_backward", forward_backward), Case("probe_jacobian_decay", decay_curve)]
+    return [Case("probe_forward_backward", forward_backward), Case("probe_jacobian_decay", decay_curve),
+            Case("probe_jacobian_decay_general", decay_curve_general)]

@@ -11,10 +11,15 @@
   and orthogonality error (:func:`spectrum_summary`).
 - :func:`init_study` — any probe over transitions × options × seeds at initialization.
 
-Every probe takes the model first and works on any model with the duck-typed contract
-described in :mod:`stability.probes.inputs` (``.transition.matrix()``,
-``.activation_derivative(hidden_states)``, ``model(x, h0) -> (outputs, hidden_states)``),
-in the model's dtype and on its device. Probes never write files.
+Every probe takes the model first. The Jacobian, gradient-flow and Lyapunov probes work on any
+model that exposes its steps, ``model.step_views(x, h0) -> list[StepView]``
+(:mod:`stability.probes.steps`; RecurrentNet, gated cells), or has the closed-form duck contract
+of :mod:`stability.probes.inputs` (``.transition.matrix()``,
+``.activation_derivative(hidden_states)``, ``model(x, h0) -> (outputs, hidden_states)``); their
+``path=`` option (``"auto"``, ``"closed"``, ``"general"``) picks matrix products with
+J_t = diag(φ'_t) W or ``torch.func`` VJPs / JVPs of the step (:mod:`stability.probes.views`).
+``spectrum`` needs a transition matrix W. Probes run in the model's dtype and on its device,
+and never write files.
 
 The registry (:mod:`.registry`: :func:`available`, :func:`get`, :func:`register`, :func:`measure`)
 lets the CLI, the training loop and the suite runner call probes by name and store their rows.
@@ -27,6 +32,8 @@ from .gradients import grad_ratio, gradient_flow, step_norms
 from .jacobian import half_life, jacobian_decay
 from .lyapunov import lyapunov_spectrum, top_exponent
 from .spectrum import spectrum, spectrum_summary
+from .steps import StepView
+from .views import PATHS, per_direction
 
 from .registry import PROBES, Probe, get_probe, measure, register, scalar_rows
 
@@ -42,11 +49,19 @@ def get(name: str) -> Callable:
 
 
 # -- the built-in probes and their stored rows (metric names: docs/contracts.md) --------
+# A frame of several views (a bidirectional model) stores the first view's rows under these
+# names and every other view's with its name appended in brackets, e.g. half_life[backward]
+# (views.per_direction; docs/probe-accuracy.md).
 def _jacobian_rows(df, split: str) -> list:
-    mean = df.groupby("gap")[["spectral", "frobenius"]].mean()
-    rows = [(int(g), split, "jacobian_spectral", float(r.spectral)) for g, r in mean.iterrows()]
-    rows += [(int(g), split, "jacobian_frobenius", float(r.frobenius)) for g, r in mean.iterrows()]
-    return rows + scalar_rows(half_life(df), JACOBIAN_SCALARS, split)
+    rows = []
+    for suffix, part in per_direction(df):
+        mean = part.groupby("gap")[["spectral", "frobenius"]].mean()
+        rows += [(int(g), split, f"jacobian_spectral{suffix}", float(r.spectral)) for g, r in mean.iterrows()]
+        rows += [(int(g), split, f"jacobian_frobenius{suffix}", float(r.frobenius)) for g, r in mean.iterrows()]
+        fit = half_life(part)
+        rows += scalar_rows({f"{k}{suffix}": v for k, v in fit.items()},
+                            tuple(f"{k}{suffix}" for k in JACOBIAN_SCALARS), split)
+    return rows
 
 
 def _spectrum_rows(df, split: str) -> list:
@@ -55,13 +70,22 @@ def _spectrum_rows(df, split: str) -> list:
 
 
 def _lyapunov_rows(df, split: str) -> list:
-    rows = [(int(i), split, "lyapunov", float(v)) for i, v in df.groupby("index")["exponent"].mean().items()]
-    return rows + [(0, split, "lyapunov_max", float(top_exponent(df)))]
+    rows = []
+    for suffix, part in per_direction(df):
+        rows += [(int(i), split, f"lyapunov{suffix}", float(v))
+                 for i, v in part.groupby("index")["exponent"].mean().items()]
+        rows.append((0, split, f"lyapunov_max{suffix}", float(top_exponent(part.drop(columns="direction",
+                                                                                     errors="ignore")))))
+    return rows
 
 
 def _gradient_rows(df, split: str) -> list:
-    rows = [(int(t), split, "grad_norm", float(v)) for t, v in step_norms(df).items()]
-    return rows + [(0, split, "grad_ratio", float(grad_ratio(df)))]
+    rows = []
+    for suffix, part in per_direction(df):
+        part = part.drop(columns="direction", errors="ignore")
+        rows += [(int(t), split, f"grad_norm{suffix}", float(v)) for t, v in step_norms(part).items()]
+        rows.append((0, split, f"grad_ratio{suffix}", float(grad_ratio(part))))
+    return rows
 
 
 JACOBIAN_SCALARS = ("half_life", "decay_rate", "max_gap", "fit_min_gap", "fit_max_gap")
@@ -79,4 +103,4 @@ from .study import init_study, options_label  # noqa: E402  (uses the registry a
 
 __all__ = ["available", "get", "register", "measure", "get_probe", "Probe", "PROBES", "jacobian_decay", "half_life", "gradient_flow", "grad_ratio",
            "lyapunov_spectrum", "top_exponent", "spectrum", "spectrum_summary", "init_study",
-           "options_label"]
+           "options_label", "StepView", "PATHS"]

@@ -9,7 +9,10 @@ needs
   (zeros) or (B, n).
 
 :class:`~stability.model.RecurrentNet` satisfies it for every registered transition; a linear
-network (φ = identity, φ' ≡ 1) needs only those three members.
+network (φ = identity, φ' ≡ 1) needs only those three members. The Jacobian, gradient-flow and
+Lyapunov probes prefer ``model.step_views(x, h0)`` (:mod:`stability.probes.steps`) where a model
+has it, and read a model with only this contract as one closed-form view
+(:mod:`stability.probes.views`).
 """
 from __future__ import annotations
 

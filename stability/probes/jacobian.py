@@ -80,9 +80,12 @@ only ~k/n of it, hence the tracked subspace. ``probes >= n`` makes the frame com
 then an orthogonal matrix): the Frobenius norm is exact and the spectral norm exact up to
 the Rayleigh-quotient step, at the exact method's cost.
 
-Every probe takes the duck-typed model described in :mod:`stability.probes.inputs`
-(``.transition.matrix()``, ``.activation_derivative(hidden_states)``,
-``model(x, h0) -> (outputs, hidden_states)``).
+**Any cell** (``path=``): everything above is written for the closed form J_t = diag(φ'(a_t)) W,
+but both methods touch J_t only through products with rows, Y ↦ Y J_t (and, for the sketch's
+frame, r ↦ J_t r). A model's :meth:`step_views` (:mod:`stability.probes.steps`) gives its
+step s_t = f(s_{t−1}, u_t) over the whole state (an LSTM's (h, c)); the general path takes
+those products as ``torch.func`` VJPs / JVPs of f (:mod:`stability.probes.operators`), with
+the same rescaling. ``path="auto"`` keeps the closed form wherever the view has one.
 """
 from __future__ import annotations
 
@@ -93,9 +96,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .inputs import check_int, trajectory
+from .inputs import check_int
 from .jacobian_exact import exact_norms
 from .jacobian_sketch import sketch_norms
+from .views import check_path, label_views, linearize, model_views, select_direction
 
 __all__ = ["jacobian_decay", "half_life"]
 
@@ -107,12 +111,14 @@ AUTO_EXACT_MAX_N = 32
 
 def jacobian_decay(model, x: Tensor, h0: Tensor | None = None, *, max_gap: int | None = None,
                    method: str = "auto", probes: int = 16, seed: int = 0,
-                   spectral: str = "subspace", block: int = 8, iters: int = 1) -> pd.DataFrame:
-    """Norms of ∂h_{T−1}/∂h_{T−1−g} for every gap g = 0..T−1 and every sequence of the batch.
+                   spectral: str = "subspace", block: int = 8, iters: int = 1,
+                   path: str = "auto") -> pd.DataFrame:
+    """Norms of ∂s_{T−1}/∂s_{T−1−g} for every gap g = 0..T−1 and every sequence of the batch.
 
     Args:
-        model: a :class:`~stability.model.RecurrentNet` or any model with the duck-typed
-            contract of :mod:`stability.probes.inputs` (``.transition.matrix()``, ``.activation_derivative()``,
+        model: a model with ``step_views(x, h0)`` (:class:`~stability.model.RecurrentNet`; the
+            state s is its whole state, e.g. (h, c) for an LSTM) or the closed-form duck contract
+            of :mod:`stability.probes.inputs` (``.transition.matrix()``, ``.activation_derivative()``,
             ``model(x, h0) -> (outputs, hidden_states)``).
         x: inputs (T, B, input_size), or integer token ids (T, B); T >= 2.
         h0: initial state (B, n) or None (zeros).
@@ -120,8 +126,8 @@ def jacobian_decay(model, x: Tensor, h0: Tensor | None = None, *, max_gap: int |
             proportional to it.
         method: ``"exact"``: the full products P_g (B·n³ per step); ``"sketch"``: ``probes``
             carried directions (B·n²·(probes + block) per step, see the module docstring);
-            ``"auto"`` (default): exact when n <= 32 (``AUTO_EXACT_MAX_N``) or when
-            ``spectral="exact"`` is asked for, the sketch otherwise.
+            ``"auto"`` (default): exact when n <= 32 (``AUTO_EXACT_MAX_N``; n is the state size S)
+            or when ``spectral="exact"`` is asked for, the sketch otherwise.
         probes: the sketch's number k of carried directions (>= 1; k >= n makes it exact):
             min(block, k // 2) of them track the top left singular subspace, the rest are a
             random frame of its complement for the Frobenius estimate.
@@ -138,6 +144,10 @@ def jacobian_decay(model, x: Tensor, h0: Tensor | None = None, *, max_gap: int |
         block: the tracked subspace's dimension m (>= 2): of the exact method's subspace
             iteration, or (at most probes // 2) of the sketch's forward-tracked subspace.
         iters: exact method only: iterations per gap (>= 1).
+        path: how the products with the one-step Jacobians J_t are taken: ``"closed"``
+            (J_t = diag(φ'_t) W: matrix products), ``"general"`` (VJPs / JVPs of the model's
+            step by ``torch.func``, for any cell), ``"auto"`` (default: closed where the view
+            has the closed form). Both give the same numbers (tested to 1e-10, float64).
 
     Returns:
         A DataFrame with one row per (gap, sample): ``gap``, ``sample``, ``spectral``
@@ -147,10 +157,13 @@ def jacobian_decay(model, x: Tensor, h0: Tensor | None = None, *, max_gap: int |
         ``df.attrs`` says which method produced the numbers: ``{"method": "exact",
         "spectral": ...}`` (Frobenius exact, spectral as above) or ``{"method": "sketch",
         "probes": k, "block": m, "seed": seed}`` (spectral a lower bound, Frobenius an
-        unbiased estimate of its square; measured accuracy in docs/probe-accuracy.md).
+        unbiased estimate of its square; measured accuracy in docs/probe-accuracy.md), and
+        ``path`` and ``state`` (e.g. ``"(h, c), S = 12"``). A model with several views (a
+        bidirectional one) gives one curve per view, stacked with a ``direction`` column in
+        front (:mod:`stability.probes.views`).
 
-    Runs in the model's dtype and on its device, without autograd; one transfer to the CPU
-    at the end builds the frame.
+    Runs in the model's dtype and on its device, without autograd (the general path uses
+    ``torch.func``); one transfer to the CPU at the end builds the frame.
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not known; allowed: {', '.join(map(repr, METHODS))}")
@@ -158,36 +171,46 @@ def jacobian_decay(model, x: Tensor, h0: Tensor | None = None, *, max_gap: int |
         raise ValueError(f"spectral={spectral!r} is not known; allowed: {', '.join(map(repr, SPECTRAL_METHODS))}")
     if method == "sketch" and spectral == "exact":
         raise ValueError("spectral='exact' needs the full products: use method='exact' (or 'auto')")
+    check_path(path)
     check_int("iters", iters, 1)
     check_int("probes", probes, 1)
     check_int("seed", seed, 0)
-    w, _, deriv = trajectory(model, x, h0)
-    steps, batch, n = deriv.shape
+    views = model_views(model, x, h0)
     check_int("block", block, 2)
+    steps = views[0].states.shape[0]
     gaps = steps - 1 if max_gap is None else check_int("max_gap", max_gap, 0, steps - 1)
-    if method == "auto":
-        method = "exact" if n <= AUTO_EXACT_MAX_N or spectral == "exact" else "sketch"
-    with torch.no_grad():
-        if method == "exact":
-            log_spec, log_fro = exact_norms(w, deriv, gaps, spectral, block, iters)
-            attrs = {"method": "exact", "spectral": spectral}
-        else:
-            log_spec, log_fro, k, m = sketch_norms(w, deriv, gaps, probes, block, seed)
-            attrs = {"method": "sketch", "probes": k, "block": m, "seed": seed}
-    log_fro, log_spec = log_fro.cpu(), log_spec.cpu()
-    df = pd.DataFrame({
-        "gap": torch.arange(gaps + 1).repeat_interleave(batch).numpy(),
-        "sample": torch.arange(batch).repeat(gaps + 1).numpy(),
+    frames, paths, attrs = [], [], {}
+    for view in views:
+        op = linearize(view, path)
+        chosen = method
+        if chosen == "auto":
+            chosen = "exact" if op.size <= AUTO_EXACT_MAX_N or spectral == "exact" else "sketch"
+        with torch.no_grad():
+            if chosen == "exact":
+                log_spec, log_fro = exact_norms(op, gaps, spectral, block, iters)
+                attrs = attrs or {"method": "exact", "spectral": spectral}
+            else:
+                log_spec, log_fro, k, m = sketch_norms(op, gaps, probes, block, seed)
+                attrs = attrs or {"method": "sketch", "probes": k, "block": m, "seed": seed}
+        frames.append(_curve_frame(log_spec.cpu(), log_fro.cpu()))
+        paths.append(op.path)
+    return label_views(frames, views, paths, attrs)
+
+
+def _curve_frame(log_spec: Tensor, log_fro: Tensor) -> pd.DataFrame:
+    gaps1, batch = log_fro.shape
+    return pd.DataFrame({
+        "gap": torch.arange(gaps1).repeat_interleave(batch).numpy(),
+        "sample": torch.arange(batch).repeat(gaps1).numpy(),
         "spectral": log_spec.exp().reshape(-1).numpy(),
         "frobenius": log_fro.exp().reshape(-1).numpy(),
         "log_spectral": log_spec.reshape(-1).numpy(),
         "log_frobenius": log_fro.reshape(-1).numpy(),
     })
-    df.attrs.update(attrs)
-    return df
 
 
-def half_life(df: pd.DataFrame, norm: str = "spectral", *, tol: float = 1e-6) -> dict:
+def half_life(df: pd.DataFrame, norm: str = "spectral", *, tol: float = 1e-6,
+              direction: str | None = None) -> dict:
     """Decay rate per step and gradient half-life (in steps) fitted to a :func:`jacobian_decay` frame.
 
     With ℓ_g the mean over samples of log ‖P_g‖ (the log of the geometric mean), a least-squares
@@ -204,6 +227,8 @@ def half_life(df: pd.DataFrame, norm: str = "spectral", *, tol: float = 1e-6) ->
         df: the frame from :func:`jacobian_decay` (``gap`` and ``log_<norm>`` or ``<norm>``
             columns).
         norm: ``"spectral"`` or ``"frobenius"``.
+        direction: for a frame of several views (a ``direction`` column), the view to fit
+            (default: the first one); the other views' rows are left out.
     Returns:
         ``{"decay_rate": float, "half_life": float, "fit_min_gap": int, "fit_max_gap": int,
         "max_gap": int}``: the rate and half-life, the first and last gap of the fitted line
@@ -213,6 +238,7 @@ def half_life(df: pd.DataFrame, norm: str = "spectral", *, tol: float = 1e-6) ->
         raise ValueError(f"norm={norm!r} is not known; allowed: 'spectral', 'frobenius'")
     if not isinstance(df, pd.DataFrame) or "gap" not in df.columns:
         raise TypeError(f"df must be a DataFrame from jacobian_decay (with a 'gap' column), got {type(df).__name__}")
+    df = select_direction(df, direction)
     col = f"log_{norm}"
     if col in df.columns:
         logs = df[col].astype(float)

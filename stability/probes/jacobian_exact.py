@@ -1,9 +1,10 @@
 """The exact method of :func:`~stability.probes.jacobian_decay`: the full products P_g.
 
-P_{g+1} = (P_g · diag(φ'(a_{T−1−g}))) W is a column scaling and one (B·n × n)·(n × n) matrix
-product per step (B·n³ flops), rescaled to unit Frobenius norm after every step with the log
-of the factor kept in float64 (definitions in :mod:`stability.probes.jacobian`). ‖P̂_g‖₂ comes
-from an SVD (the first ``EXACT_GAPS`` gaps, or every gap with ``spectral="exact"``) or from
+P_{g+1} = P_g J_{T−1−g}: with the closed form J_t = diag(φ'(a_t)) W a column scaling and one
+(B·n × n)·(n × n) matrix product per step (B·n³ flops); in general a VJP of the step with
+the n rows of P_g (``torch.func``, :mod:`stability.probes.operators`). Rescaled to unit
+Frobenius norm after every step with the log of the factor kept in float64 (definitions in
+:mod:`stability.probes.jacobian`). ‖P̂_g‖₂ comes from an SVD (the first ``EXACT_GAPS`` gaps, or every gap with ``spectral="exact"``) or from
 the block power iteration of :class:`_SubspaceTracker`. Measured accuracy and cost:
 docs/probe-accuracy.md.
 """
@@ -77,22 +78,23 @@ def _iterations(gap: int, iters: int) -> int:
     return iters
 
 
-def exact_norms(w: Tensor, deriv: Tensor, gaps: int, spectral: str, block: int,
-                iters: int) -> tuple[Tensor, Tensor]:
-    """(log ‖P_g‖₂, log ‖P_g‖_F), each (gaps + 1, B) float64, from the full products P_g."""
-    steps, batch, n = deriv.shape
-    dtype, device = w.dtype, w.device
+def exact_norms(op, gaps: int, spectral: str, block: int, iters: int) -> tuple[Tensor, Tensor]:
+    """(log ‖P_g‖₂, log ‖P_g‖_F), each (gaps + 1, B) float64, from the full products P_g.
+
+    ``op``: the view's linearized steps (:mod:`stability.probes.operators`); P_g is carried as
+    its n rows, P_g = P_{g−1} J_{T−g} one ``op.vjp`` of n rows per sample.
+    """
+    steps, batch, n = op.steps, op.batch, op.size
+    dtype, device = op.dtype, op.device
     exact = spectral == "exact" or n <= 2 * block
     log_fro = torch.empty(gaps + 1, batch, dtype=torch.float64, device=device)
     log_spec = torch.empty(gaps + 1, batch, dtype=torch.float64, device=device)
     p = torch.eye(n, dtype=dtype, device=device).div_(math.sqrt(n)).expand(batch, n, n).contiguous()
-    scaled = torch.empty_like(p)
     scale = torch.full((batch,), 0.5 * math.log(n), dtype=torch.float64, device=device)
     tracker = None if exact else _SubspaceTracker(batch, n, block, dtype, device)
     for g in range(gaps + 1):
-        if g > 0:  # P_g = P_{g−1} diag(φ'(a_{T−g})) W, then rescale to unit Frobenius norm
-            torch.mul(p, deriv[steps - g].unsqueeze(1), out=scaled)
-            torch.mm(scaled.view(batch * n, n), w, out=p.view(batch * n, n))
+        if g > 0:  # P_g = P_{g−1} J_{T−g} (= P_{g−1} diag(φ'(a_{T−g})) W), then rescale to unit Frobenius norm
+            op.vjp(p, steps - g, out=p)
             fro = torch.linalg.vector_norm(p, dim=(1, 2))
             p.div_(torch.where(fro > 0, fro, torch.ones_like(fro)).view(batch, 1, 1))
             scale = scale + torch.log(fro.to(torch.float64))

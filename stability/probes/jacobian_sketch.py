@@ -1,7 +1,8 @@
 """The sketch method of :func:`~stability.probes.jacobian_decay`: k probe directions instead of P_g.
 
 Carries the k × n block Y_g = Fᵀ P_g for a fixed orthonormal n × k frame F through one backward
-sweep, Y_{g+1} = (Y_g · diag(φ'(a_{T−1−g}))) W (:func:`_backward_sweep`). F holds
+sweep, Y_{g+1} = Y_g J_{T−1−g} (:func:`_backward_sweep`; in closed form (Y_g · diag(φ'(a_{T−1−g}))) W,
+in general a VJP of the step, :mod:`stability.probes.operators`). F holds
 m = min(block, k // 2) directions tracking the top left singular subspace of the products
 (:func:`_forward_frame`) and k − m random directions of their complement; the Frobenius
 estimate and the spectral lower bound (:func:`_top_eigenvalue`) are defined in
@@ -36,25 +37,24 @@ def _orthonormal_rows(rows: Tensor) -> Tensor:
     return torch.linalg.qr(rows.transpose(1, 2)).Q.transpose(1, 2).contiguous()
 
 
-def _random_rows(batch: int, n: int, m: int, gen: torch.Generator, w: Tensor) -> Tensor:
-    """m random orthonormal rows per sample (B, m, n), drawn in float64, in W's dtype and device."""
-    q = torch.randn(batch, n, m, generator=gen, dtype=torch.float64, device=w.device)
-    return _orthonormal_rows(q.transpose(1, 2)).to(w.dtype)
+def _random_rows(batch: int, n: int, m: int, gen: torch.Generator, op) -> Tensor:
+    """m random orthonormal rows per sample (B, m, n), drawn in float64, in the operator's dtype and device."""
+    q = torch.randn(batch, n, m, generator=gen, dtype=torch.float64, device=op.device)
+    return _orthonormal_rows(q.transpose(1, 2)).to(op.dtype)
 
 
-def _forward_frame(w: Tensor, deriv: Tensor, length: int, m: int, gen: torch.Generator) -> Tensor:
+def _forward_frame(op, length: int, m: int, gen: torch.Generator) -> Tensor:
     """Orthonormal (B, n, m) basis of span(J_{T−1} ··· J_{T−length} Q₀), Q₀ random (float64).
 
     Block power iteration forward in time (the QR method of Lyapunov analysis): it converges
     to the top-m left singular subspace of the long products P_g that end at h_{T−1}.
-    Rows are carried ((B, m, n), r ← (r Wᵀ) ⊙ φ'(a_t)) and re-orthonormalized every
-    ``FRAME_QR_EVERY`` steps; a segment that leaves the safe range is redone with a QR per step.
+    Rows are carried ((B, m, n), r ← (J_t r)ᵀ = (r Wᵀ) ⊙ φ'(a_t) in closed form: ``op.jvp``) and
+    re-orthonormalized every ``FRAME_QR_EVERY`` steps; a segment that leaves the safe range is
+    redone with a QR per step.
     """
-    steps, batch, n = deriv.shape
-    lo, hi = _safe_range(w.dtype)
-    q = _random_rows(batch, n, m, gen, w)
-    wt, buf = w.t(), torch.empty_like(q)
-    d = deriv.unsqueeze(2).unbind(0)  # (B, 1, n) per step
+    steps, batch, n = op.steps, op.batch, op.size
+    lo, hi = _safe_range(op.dtype)
+    q = _random_rows(batch, n, m, gen, op)
     t = steps - length
     while t < steps:
         end = min(t + FRAME_QR_EVERY, steps)
@@ -62,8 +62,7 @@ def _forward_frame(w: Tensor, deriv: Tensor, length: int, m: int, gen: torch.Gen
         for every in (end - t, 1):
             q = start.clone()
             for s in range(t, end):
-                torch.mm(q.view(batch * m, n), wt, out=buf.view(batch * m, n))
-                torch.mul(buf, d[s], out=q)
+                op.jvp(q, s, out=q)
                 if every == 1 and s < end - 1:
                     q = _orthonormal_rows(q)
             top = torch.linalg.vector_norm(q, dim=2).amax(1)
@@ -71,15 +70,16 @@ def _forward_frame(w: Tensor, deriv: Tensor, length: int, m: int, gen: torch.Gen
                 break
         q = _orthonormal_rows(q)
         if not bool(torch.isfinite(q).all()):  # a product that over- or underflowed even step by step
-            q = _random_rows(batch, n, m, gen, w)
+            q = _random_rows(batch, n, m, gen, op)
         t = end
     return q.transpose(1, 2).to(torch.float64)
 
 
-def _backward_sweep(w: Tensor, deriv: Tensor, gaps: int, y0: Tensor) -> tuple[Tensor, Tensor]:
+def _backward_sweep(op, gaps: int, y0: Tensor) -> tuple[Tensor, Tensor]:
     """Carry Y_g = Fᵀ P_g (rows, (B, k, n)) for g = 0..gaps; return (log ‖Y_g‖_F, Ŷ_g Ŷ_gᵀ).
 
-    Y_{g+1} = (Y_g ⊙ φ'(a_{T−1−g})) W: one (B·k × n)·(n × n) product per step. The block is
+    Y_{g+1} = Y_g J_{T−1−g} (``op.vjp``; in closed form (Y_g ⊙ φ'(a_{T−1−g})) W, one
+    (B·k × n)·(n × n) product per step). The block is
     rescaled at the end of every chunk of ``SKETCH_CHUNK`` steps, by the norms that the
     chunk's Gram matrices Y_g Y_gᵀ (one batched product per chunk) hold on their diagonals; a
     chunk in which some sample's norm leaves the safe range (float32: 1e±15 from the chunk's
@@ -87,21 +87,18 @@ def _backward_sweep(w: Tensor, deriv: Tensor, gaps: int, y0: Tensor) -> tuple[Te
     Returns the log of the Frobenius norms (gaps + 1, B) in float64 and the Gram matrices of
     the normalized blocks Ŷ_g = Y_g/‖Y_g‖_F (gaps + 1, B, k, k) in the model's dtype.
     """
-    steps, batch, n = deriv.shape
-    k = y0.shape[1]
-    lo, hi = _safe_range(w.dtype)
-    log_norm = torch.empty(gaps + 1, batch, dtype=torch.float64, device=w.device)
-    grams = torch.empty(gaps + 1, batch, k, k, dtype=w.dtype, device=w.device)
+    steps, batch, n = op.steps, op.batch, op.size
+    k, dtype, device = y0.shape[1], op.dtype, op.device
+    lo, hi = _safe_range(dtype)
+    log_norm = torch.empty(gaps + 1, batch, dtype=torch.float64, device=device)
+    grams = torch.empty(gaps + 1, batch, k, k, dtype=dtype, device=device)
     norm0 = torch.linalg.vector_norm(y0, dim=(1, 2))
     y = y0 / norm0.view(batch, 1, 1)
     log_norm[0] = torch.log(norm0.to(torch.float64))
     torch.bmm(y, y.transpose(1, 2), out=grams[0])
     size = min(SKETCH_CHUNK, max(gaps, 1))
-    chunk = torch.empty(size, batch, k, n, dtype=w.dtype, device=w.device)
-    blocks, rows = chunk.unbind(0), chunk.view(size, batch * k, n).unbind(0)  # views, made once
-    tmp = torch.empty_like(y)
-    tmp_rows = tmp.view(batch * k, n)
-    d = deriv.unsqueeze(2).unbind(0)
+    chunk = torch.empty(size, batch, k, n, dtype=dtype, device=device)
+    blocks = chunk.unbind(0)  # views, made once
     g = 1
     while g <= gaps:
         c = min(size, gaps + 1 - g)
@@ -109,12 +106,10 @@ def _backward_sweep(w: Tensor, deriv: Tensor, gaps: int, y0: Tensor) -> tuple[Te
         base = log_norm[g - 1]
         dead = torch.isneginf(base)
         for every in (c, 1):
-            offset = torch.zeros(c, batch, dtype=torch.float64, device=w.device)
-            prev, run = y, torch.zeros(batch, dtype=torch.float64, device=w.device)
-            for j in range(c):  # gap g + j: Y ← (Y ⊙ φ'(a_{T−g−j})) W
-                torch.mul(prev, d[steps - g - j], out=tmp)
-                torch.mm(tmp_rows, w, out=rows[j])
-                prev = blocks[j]
+            offset = torch.zeros(c, batch, dtype=torch.float64, device=device)
+            prev, run = y, torch.zeros(batch, dtype=torch.float64, device=device)
+            for j in range(c):  # gap g + j: Y ← Y J_{T−g−j} (= (Y ⊙ φ'(a_{T−g−j})) W)
+                prev = op.vjp(prev, steps - g - j, out=blocks[j])
                 if every == 1:
                     nrm = torch.linalg.vector_norm(prev, dim=(1, 2))
                     prev.div_(torch.where(nrm > 0, nrm, torch.ones_like(nrm)).view(batch, 1, 1))
@@ -162,21 +157,23 @@ def _top_eigenvalue(gram: Tensor) -> Tensor:
     return num / den.clamp_min(torch.finfo(torch.float64).tiny)
 
 
-def sketch_norms(w: Tensor, deriv: Tensor, gaps: int, probes: int, block: int,
-                 seed: int) -> tuple[Tensor, Tensor, int, int]:
-    """(log spectral lower bound, log Frobenius estimate, k, m) from k carried probe directions."""
-    steps, batch, n = deriv.shape
+def sketch_norms(op, gaps: int, probes: int, block: int, seed: int) -> tuple[Tensor, Tensor, int, int]:
+    """(log spectral lower bound, log Frobenius estimate, k, m) from k carried probe directions.
+
+    ``op``: the view's linearized steps (:mod:`stability.probes.operators`).
+    """
+    batch, n, device = op.batch, op.size, op.device
     k = min(probes, n)
     m = min(block, k // 2) if gaps > 0 else 0
-    gen = torch.Generator(device=w.device).manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     parts = []
     if m > 0:
-        parts.append(_forward_frame(w, deriv, min(gaps, FRAME_STEPS), m, gen))
-    parts.append(torch.randn(batch, n, k - m, generator=gen, dtype=torch.float64, device=w.device))
+        parts.append(_forward_frame(op, min(gaps, FRAME_STEPS), m, gen))
+    parts.append(torch.randn(batch, n, k - m, generator=gen, dtype=torch.float64, device=device))
     frame = torch.linalg.qr(torch.cat(parts, 2)).Q  # first m columns span the tracked subspace
-    y0 = frame.transpose(1, 2).to(w.dtype).contiguous()
-    log_norm, grams = _backward_sweep(w, deriv, gaps, y0)
-    weights = torch.ones(k, dtype=torch.float64, device=w.device)
+    y0 = frame.transpose(1, 2).to(op.dtype).contiguous()
+    log_norm, grams = _backward_sweep(op, gaps, y0)
+    weights = torch.ones(k, dtype=torch.float64, device=device)
     weights[m:] = (n - m) / (k - m)
     diag = grams.diagonal(dim1=2, dim2=3).to(torch.float64)  # (gaps + 1, B, k): squared row norms
     log_fro = log_norm + 0.5 * torch.log((diag * weights).sum(2))

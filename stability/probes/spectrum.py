@@ -29,8 +29,11 @@ def _transition(model):
         return t
     if callable(getattr(model, "matrix", None)):
         return model
+    kind = "exposes steps but " if callable(getattr(model, "step_views", None)) else ""
     raise TypeError(f"model must be a recurrent model with .transition.matrix() or a transition with "
-                    f".matrix(), got {type(model).__name__}")
+                    f".matrix() (the spectrum probe reads the singular values of W); {type(model).__name__} "
+                    f"{kind}has no transition matrix (a gated cell has none: probe it with jacobian, "
+                    f"gradient_flow or lyapunov)")
 
 
 def spectrum_summary(model) -> dict:

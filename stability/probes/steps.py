@@ -19,7 +19,13 @@ from typing import Callable
 
 from torch import Tensor
 
-__all__ = ["StepView"]
+__all__ = ["StepView", "no_step"]
+
+
+def no_step(s: Tensor, u: Tensor) -> Tensor:
+    """The ``step`` of a view known only by its closed form (a model with ``.transition.matrix()`` and
+    ``.activation_derivative`` but no ``step_views``): there is no step to differentiate."""
+    raise TypeError("this view has no step to differentiate, only its closed form J_t = diag(φ'_t) W")
 
 
 @dataclass(frozen=True)
