@@ -29,10 +29,12 @@ Tasks are built by name: ``create("copy", T=200)``; ``available()`` lists the na
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Iterator
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from ..checks import check_choice, check_size as check_int  # noqa: F401 (re-exported to the tasks)
 from ..registry import Registry
@@ -108,6 +110,43 @@ class Task:
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.definition().items() if k not in ("task", "baseline"))
         return f"{type(self).__name__}({opts})"
+
+
+class SplitClassification(Task):
+    """A classification data set held in memory by split, classified from the model's last output.
+
+    Subclasses keep ``self.labels[split]`` (class ids) and return their inputs by split from
+    :meth:`split_inputs`; ``_as_sequence(examples)`` turns a batch of examples into (T, B, I).
+    """
+
+    output_steps = "last"
+
+    def split_inputs(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """ceil(training examples / batch_size): the updates that take as many examples as the split holds."""
+        return math.ceil(self.labels["train"].numel() / check_batch(batch_size))
+
+    def batches(self, split: str, batch_size: int, max_batches: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """The whole split in order (or its first ``max_batches`` batches)."""
+        inputs = self.split_inputs()
+        if split not in inputs:
+            raise ValueError(f"task {self.name!r} has no split {split!r}; allowed: {', '.join(inputs)}")
+        check_batch(batch_size)
+        examples, labels = inputs[split], self.labels[split]
+        for n, start in enumerate(range(0, labels.numel(), batch_size)):
+            if max_batches is not None and n >= max_batches:
+                return
+            yield self._as_sequence(examples[start:start + batch_size]), labels[start:start + batch_size]
+
+    def loss(self, outputs: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(outputs[-1], y)
+
+    @torch.no_grad()
+    def metrics(self, outputs: Tensor, y: Tensor) -> dict[str, float]:
+        last = outputs[-1]
+        return {"ce": float(F.cross_entropy(last, y)), "accuracy": float((last.argmax(-1) == y).float().mean())}
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,16 +23,13 @@ the end of training, as published (docs/protocols.md).
 """
 from __future__ import annotations
 
-import math
 import random
-from typing import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
-from .base import Task, check_batch, check_int, register
+from .base import SplitClassification, check_batch, check_int, register
 
 #: what to install when the package is missing
 INSTALL_HINT = 'pip install "stability[mnist1d]"'
@@ -103,7 +100,7 @@ def _version() -> str:
 
 
 @register("mnist1d")
-class MNIST1DTask(Task):
+class MNIST1DTask(SplitClassification):
     """MNIST-1D classification (4,000 train / 1,000 test, T = 40), optionally with the fixed shuffle."""
 
     input_size = 1
@@ -159,28 +156,8 @@ class MNIST1DTask(Task):
         return (self._as_sequence(self.signals["train"][start:start + batch]),
                 self.labels["train"][start:start + batch])
 
-    def steps_per_epoch(self, batch_size: int) -> int:
-        """ceil(4000 / batch_size): the updates that take as many examples as the training set holds."""
-        return math.ceil(self.labels["train"].numel() / check_batch(batch_size))
-
-    def batches(self, split: str, batch_size: int, max_batches: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-        """The whole split in order (or its first ``max_batches`` batches)."""
-        if split not in self.signals:
-            raise ValueError(f"task 'mnist1d' has no split {split!r}; allowed: {', '.join(self.signals)}")
-        check_batch(batch_size)
-        signals, labels = self.signals[split], self.labels[split]
-        for n, start in enumerate(range(0, labels.numel(), batch_size)):
-            if max_batches is not None and n >= max_batches:
-                return
-            yield self._as_sequence(signals[start:start + batch_size]), labels[start:start + batch_size]
-
-    def loss(self, outputs: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(outputs[-1], y)
-
-    @torch.no_grad()
-    def metrics(self, outputs: Tensor, y: Tensor) -> dict[str, float]:
-        last = outputs[-1]
-        return {"ce": float(F.cross_entropy(last, y)), "accuracy": float((last.argmax(-1) == y).float().mean())}
+    def split_inputs(self) -> dict[str, Tensor]:
+        return self.signals
 
     def definition(self) -> dict:
         return {"task": "mnist1d", "shuffle": self.shuffle, "T": SEQUENCE_LENGTH,

@@ -18,18 +18,15 @@ evaluated once, at the end of training.
 from __future__ import annotations
 
 import gzip
-import math
 import os
 import struct
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
-from .base import Task, check_batch, check_choice, check_int, register
+from .base import SplitClassification, check_batch, check_choice, check_int, register
 
 SOURCES = ("digits", "mnist")
 #: the pMNIST permutation seed of full-capacity uRNN, scoRNN and expRNN
@@ -106,7 +103,7 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 @register("pixels")
-class PixelsTask(Task):
+class PixelsTask(SplitClassification):
     """Pixel-by-pixel classification (sequential, or permuted with ``permute=True``)."""
 
     input_size = 1
@@ -185,29 +182,8 @@ class PixelsTask(Task):
         idx = torch.randint(0, self.labels["train"].numel(), (batch,), generator=generator)
         return self._as_sequence(self.images["train"][idx]), self.labels["train"][idx]
 
-    def steps_per_epoch(self, batch_size: int) -> int:
-        """ceil(training images / batch_size): the updates that draw as many images as the split holds
-        (training batches are drawn at random, with replacement)."""
-        return math.ceil(self.labels["train"].numel() / check_batch(batch_size))
-
-    def batches(self, split: str, batch_size: int, max_batches: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-        """The whole split in order (or its first ``max_batches`` batches)."""
-        if split not in self.images:
-            raise ValueError(f"task 'pixels' has no split {split!r}; allowed: {', '.join(self.images)}")
-        check_batch(batch_size)
-        images, labels = self.images[split], self.labels[split]
-        for n, start in enumerate(range(0, labels.numel(), batch_size)):
-            if max_batches is not None and n >= max_batches:
-                return
-            yield self._as_sequence(images[start:start + batch_size]), labels[start:start + batch_size]
-
-    def loss(self, outputs: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(outputs[-1], y)
-
-    @torch.no_grad()
-    def metrics(self, outputs: Tensor, y: Tensor) -> dict[str, float]:
-        last = outputs[-1]
-        return {"ce": float(F.cross_entropy(last, y)), "accuracy": float((last.argmax(-1) == y).float().mean())}
+    def split_inputs(self) -> dict[str, Tensor]:
+        return self.images
 
     def definition(self) -> dict:
         return {"task": "pixels", "source": self.source, "T": self.T, "permute": self.permute,
