@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: every figure a shipped suite may attach, as recorded in docs/protocols.md: pixel-MNIST test
 #: accuracy, Spectral-RNN 97.7 (ICML 2018, Table 2, hidden 128); oRNN 97.2 and RNN 94.1 (the
 #: paper's ICLR 2018 version)
-RECORDED = {("spectral-rnn-60", "accuracy"): 0.977, ("ornn", "accuracy"): 0.972, ("rnn", "accuracy"): 0.941}
+RECORDED = {("spectral-rnn-60", "accuracy"): 0.977, ("ornn", "accuracy"): 0.972, ("rnn", "accuracy"): 0.941,
+            ("lstm", "accuracy"): 0.973}  # docs/protocols.md: the svdRNN ICLR 2018 submission's table
 
 
 def spec(name: str) -> dict:
@@ -54,7 +55,7 @@ def test_paper_suite_uses_the_official_settings():
     tr = transitions(p)
     assert tr["spectral-rnn"] == ("spectral", {"reflectors": 16, "margin": 0.01})
     assert tr["spectral-rnn-60"] == ("spectral", {"reflectors": 60, "margin": 0.01})
-    assert {name for name, _ in tr.values()} == {"dense", "householder", "exprnn", "cayley", "spectral"}
+    assert {name for name, _ in tr.values()} == {"dense", "householder", "exprnn", "cayley", "spectral", "lstm", "gru"}
     tasks = {e.get("task") for e in p["experiment"]} - {None}
     assert tasks == {"adding", "copy", "pixels", "ptb"}
     adding = [e for e in p["experiment"] if e.get("task") == "adding"]
