@@ -97,6 +97,14 @@ def test_a_suite_with_lstm_and_gru_runs_end_to_end(tmp_path):
         assert params == parameter_count(c.transition, c.hidden_size, task.input_size, task.output_size,
                                          **options), run.label
 
+    # the report: gated rows have no W, said once per table, never as "missing"; LSTM's state named
+    from stability.report import write_report
+    out = tmp_path / "report"
+    write_report(tmp_path / "r.sqlite", out)
+    text = (out / "report.md").read_text()
+    assert "no single transition matrix W (gated cells)" in text
+    assert not any(line.startswith("- Missing") and ("lstm" in line or "gru" in line) for line in text.splitlines())
+
 
 @pytest.mark.parametrize("edit, message", [
     (('name = "lstm"', 'name = "lstm"\n    options = { reflectors = 4 }'),

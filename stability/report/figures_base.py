@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..network import is_gated
 from .data import Collection, _hidden_from_label, flatten, fmt_value, short_names, varying_keys
 from .tables import _settings_sort
 
@@ -106,18 +107,25 @@ def variant_colors(coll: Collection) -> dict[str, str]:
     return {v.label: v.color for v in coll.variants.values()}
 
 
-def missing_configs(coll: Collection, df: pd.DataFrame, what: str) -> list[str]:
-    """Configurations of the same run kinds as those in ``df`` that have no rows of this data."""
+def missing_configs(coll: Collection, df: pd.DataFrame, what: str, needs_w: bool = False) -> list[str]:
+    """Configurations of the same run kinds as those in ``df`` that have no rows of this data
+    (``needs_w``: the data is about the matrix W, which gated cells do not have: said once, not as missing)."""
     groups = set(zip(df["kind"], df["name"]))
     have = set(df["config_key"])
-    missing = []
+    missing, no_w = [], set()
     for _, run in coll.finished.iterrows():
         if (run["kind"], run["name"]) in groups and run["config_key"] not in have:
             cfg = {k: v for k, v in run["config"].items() if k != "seed"}
+            if needs_w and is_gated(cfg.get("transition")):
+                no_w.add(cfg["transition"])
+                continue
             lab = f"{coll.variant(cfg).label} ({run['kind']} {run['name']})"
             if lab not in missing:
                 missing.append(lab)
-    return [f"No {what} for: {', '.join(missing)}."] if missing else []
+    notes = [f"No {what} for: {', '.join(missing)}."] if missing else []
+    if no_w:
+        notes.append(f"{', '.join(sorted(no_w))}: gated cells, no single transition matrix W (not drawn).")
+    return notes
 
 
 def thin(df: pd.DataFrame, max_points: int = MAX_POINTS) -> tuple[pd.DataFrame, int]:

@@ -39,7 +39,11 @@ def fig_by_split(coll: Collection, out_dir: Path, svg: bool, grids: list[Grid], 
     if not len(df):
         res.reason = f"no positive `{used}` values to plot."
         return res
-    res.notes += missing_configs(coll, df, what)
+    res.notes += missing_configs(coll, df, what, needs_w=metric == "singular_value")
+    keys = set(df["config_key"])
+    if metric != "singular_value" and any(run["config"].get("transition") == "lstm" and run["config_key"] in keys
+                                          for _, run in coll.finished.iterrows()):
+        res.notes.append("LSTM: the state is the pair (h, c), 2n numbers; the probe's h_t here is that pair.")
     df, grid_notes = collapse_grids(coll, df, grids)
     df = add_labels(coll, df)
     if used != metric:

@@ -27,6 +27,7 @@ from .columns import (DIRECTION_SYMBOL, DIRECTION_TEXT, Column, badness, columns
 from .data import (Collection, _natural, common_settings, flatten, fmt_value, regime_of, regime_text,
                    settings_labels, short_names, transition_sort_key)
 from .stats import ALPHA, INTERVAL_TEXT, TEST_TEXT, Agg, aggregate, holm, welch_p
+from ..network import is_gated
 
 #: a cell's place in its column (CSV ``<column>_mark``)
 BEST, TIED, APART, UNTESTED = "best", "tied", "apart", "untested"
@@ -336,8 +337,14 @@ def _settings_sort(cfg: dict) -> tuple:
 
 def _missing_notes(t: Table) -> list[str]:
     notes = []
+    gated = [r for r in t.rows if is_gated(r.transition)]
+    no_w = [c for c in t.columns if "σ_" in c.title]
+    if gated and no_w:  # a gated cell has no single transition matrix W: nothing is missing
+        notes.append(f"{', '.join(sorted({r.transition for r in gated}))}: no single transition matrix W "
+                     f"(gated cells), so no {', '.join(sorted({c.title.split(' ')[0] for c in no_w}))} (–).")
     for c in t.columns:
-        none = [r.label for r in t.rows if not t.cell(r, c).present]
+        none = [r.label for r in t.rows if not t.cell(r, c).present
+                and not (c in no_w and is_gated(r.transition))]
         part = [f"{r.label} ({t.cell(r, c).n}/{len(r.run_ids)} seeds)" for r in t.rows
                 if t.cell(r, c).present and t.cell(r, c).n < len(r.run_ids)]
         if none:
