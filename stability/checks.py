@@ -50,3 +50,32 @@ def check_finite_options(owner: str, options: dict) -> None:
 
     for k, v in options.items():
         walk(str(k), v)
+
+
+def check_sequence_input(x, input_size: int, dtype, sequence_length: int | None = None) -> tuple[int, int]:
+    """A model's input: floats (T, B, input_size) of the parameters' ``dtype``, or int64/int32 token ids
+    (T, B) in ``0..input_size-1``, with T, B >= 1 (and T = ``sequence_length`` when one is given, as
+    readout "all" needs). Returns ``(T, B)``."""
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype in (torch.int64, torch.int32):
+        if x.dim() != 2:
+            raise ValueError(f"token input must have shape (T, B), got {tuple(x.shape)}")
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= input_size):
+            raise ValueError(f"token ids must lie in 0..{input_size - 1}, got range {int(x.min())}..{int(x.max())}")
+    elif not x.is_floating_point():
+        raise TypeError(f"x must be floating point (T, B, input_size) or int64/int32 token ids (T, B), "
+                        f"got dtype {x.dtype}")
+    else:
+        if x.dim() != 3 or x.shape[2] != input_size:
+            raise ValueError(f"x must have shape (T, B, input_size={input_size}), got {tuple(x.shape)}")
+        if x.dtype != dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the model's parameters are {dtype}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x must hold at least one step and one sequence, got shape {tuple(x.shape)}")
+    steps, batch = int(x.shape[0]), int(x.shape[1])
+    if sequence_length is not None and steps != sequence_length:
+        raise ValueError(f"readout='all' reads exactly sequence_length={sequence_length} steps; x has T={steps}")
+    return steps, batch

@@ -32,7 +32,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from .checks import check_choice, check_size
+from .checks import check_choice, check_sequence_input, check_size
 
 #: the gated cells, by the names every transition name stands beside
 GATED_CELLS = ("lstm", "gru")
@@ -144,31 +144,10 @@ class GatedNet(nn.Module):
         return tuple(getattr(self.rnn, f"{kind}_{suffix}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
     # -- input checks ------------------------------------------------------------------------
-    def _check_input(self, x) -> tuple[int, int]:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        p = self.readout.weight
-        if x.dtype in (torch.int64, torch.int32):
-            if x.dim() != 2:
-                raise ValueError(f"token input must have shape (T, B), got {tuple(x.shape)}")
-            if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.input_size):
-                raise ValueError(f"token ids must lie in 0..{self.input_size - 1}, "
-                                 f"got range {int(x.min())}..{int(x.max())}")
-        elif not x.is_floating_point():
-            raise TypeError(f"x must be floating point (T, B, input_size) or int64/int32 token ids (T, B), "
-                            f"got dtype {x.dtype}")
-        else:
-            if x.dim() != 3 or x.shape[2] != self.input_size:
-                raise ValueError(f"x must have shape (T, B, input_size={self.input_size}), got {tuple(x.shape)}")
-            if x.dtype != p.dtype:
-                raise TypeError(f"x has dtype {x.dtype} but the model's parameters are {p.dtype}")
-        if x.shape[0] < 1 or x.shape[1] < 1:
-            raise ValueError(f"x must hold at least one step and one sequence, got shape {tuple(x.shape)}")
-        steps, batch = int(x.shape[0]), int(x.shape[1])
-        if self.sequence_length is not None and steps != self.sequence_length:
-            raise ValueError(f"readout='all' reads exactly sequence_length={self.sequence_length} steps; "
-                             f"x has T={steps}")
-        return steps, batch
+    def _check_input(self, x, read_out: bool = False) -> tuple[int, int]:
+        """(T, B); ``read_out``: the readout reads these states (readout "all" needs T = sequence_length)."""
+        return check_sequence_input(x, self.input_size, self.readout.weight.dtype,
+                                    self.sequence_length if read_out else None)
 
     def initial_state(self, h0, batch: int) -> tuple[Tensor, ...]:
         """The full initial state as nn.LSTM/nn.GRU take it: (h,) or (h, c), each (L·D, B, n)."""
@@ -257,8 +236,8 @@ class GatedNet(nn.Module):
         """The top layer's hidden states (T, B, D·n) for inputs x."""
         return self._states(x, h0)[0]
 
-    def _states(self, x: Tensor, h0) -> tuple[Tensor, tuple[Tensor, ...]]:
-        steps, batch = self._check_input(x)
+    def _states(self, x: Tensor, h0, read_out: bool = False) -> tuple[Tensor, tuple[Tensor, ...]]:
+        steps, batch = self._check_input(x, read_out)
         hx = self.initial_state(h0, batch)
         if self.engine == "loop":
             states, final = self._loop(x, hx)
@@ -273,7 +252,7 @@ class GatedNet(nn.Module):
     def forward(self, x: Tensor, h0=None) -> tuple[Tensor, Tensor]:
         """``(outputs, hidden_states)``: outputs (T, B, O) (readout "last") or (1, B, O) (readout "all");
         hidden_states (T, B, D·n), the top layer's h."""
-        states, _ = self._states(x, h0)
+        states, _ = self._states(x, h0, read_out=True)
         if self.readout_mode == "all":
             flat = states.transpose(0, 1).reshape(states.shape[1], -1)  # time-major: h_1, h_2, ... per sequence
             return self.readout(flat).unsqueeze(0), states

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from . import transitions
 from .recurrence import (ENGINES, NONLINEARITIES, FusedNetwork, ReadSteps, derivative_from_output, fused_network,
                          loop_recurrence, native_bidirectional_recurrence, native_recurrence, resolve_engine)
-from .checks import check_choice, check_size
+from .checks import check_choice, check_sequence_input, check_size
 
 #: initializations of the input map and readout (see the module docstring)
 INPUT_INITS = ("torch", "glorot", "official")
@@ -167,24 +167,10 @@ class RecurrentNet(nn.Module):
         """φ'(a_t) for every state, from the states themselves (diagonal of ∂h_t/∂a_t)."""
         return derivative_from_output(hidden_states, self.nonlinearity)
 
-    def _check_input(self, x: Tensor, h0: Tensor | None) -> tuple[int, int]:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        p = self.input_map.weight
-        if x.dtype in (torch.int64, torch.int32):
-            if x.dim() != 2:
-                raise ValueError(f"token input must have shape (T, B), got {tuple(x.shape)}")
-            if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.input_size):
-                raise ValueError(f"token ids must lie in 0..{self.input_size - 1}, "
-                                 f"got range {int(x.min())}..{int(x.max())}")
-        else:
-            if x.dim() != 3 or x.shape[2] != self.input_size:
-                raise ValueError(f"x must have shape (T, B, input_size={self.input_size}), got {tuple(x.shape)}")
-            if x.dtype != p.dtype:
-                raise TypeError(f"x has dtype {x.dtype} but the model's parameters are {p.dtype}")
-        if x.shape[0] < 1 or x.shape[1] < 1:
-            raise ValueError(f"x must hold at least one step and one sequence, got shape {tuple(x.shape)}")
-        steps, batch = x.shape[0], x.shape[1]
+    def _check_input(self, x: Tensor, h0: Tensor | None, read_out: bool = False) -> tuple[int, int]:
+        """(T, B); ``read_out``: the readout reads these states (readout "all" needs T = sequence_length)."""
+        steps, batch = check_sequence_input(x, self.input_size, self.input_map.weight.dtype,
+                                            self.sequence_length if read_out and self.readout_mode == "all" else None)
         if h0 is not None:
             if not isinstance(h0, Tensor):
                 raise TypeError(f"h0 must be a torch.Tensor or None, got {type(h0).__name__}")
@@ -270,10 +256,7 @@ class RecurrentNet(nn.Module):
         separate modules); otherwise each direction runs its own
         :class:`~stability.recurrence.FusedNetwork`.
         """
-        steps, batch = self._check_input(x, h0)
-        if self.readout_mode == "all" and steps != self.sequence_length:
-            raise ValueError(f"readout='all' reads sequence_length={self.sequence_length} steps, "
-                             f"but x has T={steps}")
+        steps, batch = self._check_input(x, h0, read_out=True)
         p = self.input_map.weight
         if resolve_engine(self.engine, p.device) == "fused" and not self.bidirectional and self.readout_mode == "last":
             if h0 is None:

@@ -266,7 +266,7 @@ def test_bad_construction(kwargs, exc, match):
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("call, exc, match", [
-    (lambda m: m(torch.randn(5, 2, 3)), ValueError, r"readout='all' reads sequence_length=4 steps, but x has T=5"),
+    (lambda m: m(torch.randn(5, 2, 3)), ValueError, r"readout='all' reads exactly sequence_length=4 steps; x has T=5"),
     (lambda m: m(torch.randn(4, 2, 3), torch.zeros(2, 6)), ValueError,
      r"h0 of a bidirectional model must have shape \(2, B=2, hidden_size=6\).*got \(2, 6\)"),
     (lambda m: m(torch.randn(4, 2, 3), torch.zeros(1, 2, 6)), ValueError, r"got \(1, 2, 6\)"),
