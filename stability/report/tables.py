@@ -91,12 +91,16 @@ class Table:
         return {r.config_key for r in self.rows if self.mark(r, col).rank == BEST}
 
     def learned(self, row: Row) -> str:
-        """The row at a glance: "no" when a task figure with a reference learned nothing,
-        "yes" when every one did, "unclear" otherwise; "" when no column has a reference."""
+        """The row at a glance: "yes" when every task figure with a reference beat it, "no" when
+        none did and one is clearly on the wrong side, "mixed" when some figures beat their
+        reference and others clearly do not (an accuracy above chance with a cross-entropy above
+        the baseline: confident wrong answers), "unclear" otherwise; "" when no column has one."""
         said = [self.mark(row, c).learned for c in self.columns if self.mark(row, c).learned]
         if not said:
             return ""
-        return "no" if "no" in said else "yes" if all(s == "yes" for s in said) else "unclear"
+        if "no" in said:
+            return "mixed" if "yes" in said else "no"
+        return "yes" if all(s == "yes" for s in said) else "unclear"
 
     @property
     def has_learned(self) -> bool:
@@ -326,6 +330,11 @@ def _fill(t: Table, coll: Collection) -> None:
                 if gaps and a.mean > max(gaps):
                     m.bound = max(gaps)
     learned_rows = {r.config_key: t.learned(r) for r in t.rows}
+    mixed = [r.label for r in t.rows if learned_rows[r.config_key] == "mixed"]
+    if mixed:
+        t.notes.append(f"learned? “mixed” for {', '.join(mixed)}: some figures beat their reference (chance, "
+                       f"baseline) and others do not, e.g. an accuracy above chance with a cross-entropy above "
+                       f"the baseline (confident wrong answers, typically overfitting).")
     for c in t.columns:
         mark_column(t, c, learned_rows)
 
