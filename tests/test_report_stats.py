@@ -158,3 +158,17 @@ def test_a_zero_ratio_is_never_the_best(tmp_path):
             [(0, "init", "grad_ratio", ratio)])
     t = build_tables(load(st.path))[0]
     assert t.frame().set_index("variant")["grad_ratio_init_mark"].to_dict() == {"dense": "", "cayley": "best"}
+
+
+@pytest.mark.parametrize("said, row", [(("yes", "yes"), "yes"), (("no", "no"), "no"), (("yes", "no"), "mixed"),
+                                       (("yes", "unclear"), "unclear"), (("no", "unclear"), "no"), ((), "")])
+def test_learned_at_a_glance_combines_the_row_s_figures(said, row):
+    """An accuracy above chance with a cross-entropy above the baseline is neither "yes" nor "no"."""
+    from stability.report.tables import Mark, Row, Table
+    from stability.report.columns import Column
+    cols = [Column(key=f"c{i}", title=f"c{i}", better="lower", get=lambda d, cfg: None) for i in range(2)]
+    r = Row(config_key="k", config={}, transition="gru", variant="gru", color="#000", settings="",
+            run_ids=["a"], seeds=[0])
+    t = Table(slug="s", title="t", kind="task", name="x", part="results", regime="", common={}, rows=[r],
+              columns=cols, cells={}, marks={("k", c.key): Mark(learned=s) for c, s in zip(cols, said)})
+    assert t.learned(r) == row
