@@ -172,3 +172,25 @@ def test_learned_at_a_glance_combines_the_row_s_figures(said, row):
     t = Table(slug="s", title="t", kind="task", name="x", part="results", regime="", common={}, rows=[r],
               columns=cols, cells={}, marks={("k", c.key): Mark(learned=s) for c, s in zip(cols, said)})
     assert t.learned(r) == row
+
+
+def test_rows_are_ranked_within_their_problem_not_across_task_options():
+    """Adding at T = 100 and at T = 200 are different problems: each has its own best."""
+    from stability.report.columns import Column
+    from stability.report.stats import aggregate
+    from stability.report.tables import BEST, TIED, Mark, Row, Table, problem_groups, mark_column
+    col = Column(key="mse", title="MSE", better="lower", get=lambda d, cfg: None, part="results")
+    rows, cells = [], {}
+    for key, T, values in [("a", 100, [0.1, 0.11, 0.12]), ("b", 100, [0.5, 0.52, 0.51]),
+                           ("c", 200, [0.9, 0.91, 0.92]), ("d", 200, [0.95, 0.9, 1.0])]:
+        rows.append(Row(config_key=key, config={"options": {"T": T}}, transition=key, variant=key, color="#000",
+                        settings=f"T={T}", run_ids=["x", "y", "z"], seeds=[0, 1, 2]))
+        cells[(key, "mse")] = aggregate(values, 3, until=False, alpha=0.05)
+    t = Table(slug="s", title="t", kind="task", name="adding", part="results", regime="", common={}, rows=rows,
+              columns=[col], cells=cells, marks={(r.config_key, "mse"): Mark() for r in rows})
+    groups = problem_groups(t)
+    assert [[r.config_key for r in g] for g in groups] == [["a", "b"], ["c", "d"]]
+    for g in groups:
+        mark_column(t, col, {}, g)
+    assert [t.mark(k, "mse").rank for k in "abcd"] == [BEST, "apart", BEST, TIED]
+    assert "among the rows of the same task or probe options" in t.caption()

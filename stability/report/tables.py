@@ -139,6 +139,8 @@ class Table:
         level = f"{100 * (1 - self.alpha):g}%"
         seeds = [len(r.run_ids) for r in self.rows]
         text = f"Regime: {self.regime}. "
+        among = (" among the rows of the same task or probe options (each a different problem)"
+                 if len(problem_groups(self)) > 1 else "")
         if seeds and max(seeds) < 2:
             text += ("One seed per row: cells are single values, with no interval, and no difference is tested"
                      + ("; bold marks the best value only." if legend else "."))
@@ -146,7 +148,7 @@ class Table:
             text += (f"Cells: mean [{level} interval] over seeds, n = seeds per row ({INTERVAL_TEXT}; one seed: "
                      "no interval; 'k/n': only k seeds had that figure).")
             if legend:
-                text += (f" Bold: the best per column; ≈: cannot be told apart from the best at the "
+                text += (f" Bold: the best per column{among}; ≈: cannot be told apart from the best at the "
                          f"{100 * self.alpha:g}% level ({TEST_TEXT}); unmarked: told apart from it, or not tested "
                          "(one seed, or values that are not finite).")
         if legend:
@@ -193,14 +195,25 @@ def _sample(t: Table, r: Row, c: Column) -> list[float] | None:
     return vals if all(math.isfinite(v) for v in vals) else None
 
 
-def mark_column(t: Table, c: Column, learned_rows: dict[str, str]) -> None:
-    """Set every cell's rank in ``c``: the best (eligible) rows, then a Welch test of each
-    other eligible row against the best, Holm-adjusted over the column."""
+def problem_groups(t: Table) -> list[list[Row]]:
+    """The table's rows grouped by the problem they solve (their task or probe options: adding at
+    T = 100 and at T = 200, digits in order and permuted, are different problems); models,
+    nonlinearities and hidden sizes are compared within a group."""
+    groups: dict[str, list[Row]] = {}
+    for r in t.rows:
+        groups.setdefault(json.dumps(r.config.get("options", {}), sort_keys=True, default=str), []).append(r)
+    return list(groups.values())
+
+
+def mark_column(t: Table, c: Column, learned_rows: dict[str, str], rows: list[Row] | None = None) -> None:
+    """Set every cell's rank in ``c`` among ``rows`` (default: all): the best (eligible) rows,
+    then a Welch test of each other eligible row against the best, Holm-adjusted over them."""
     if c.better is None:
         return
+    rows = t.rows if rows is None else rows
     task = c.part == "results" and not c.timing
     scored: dict[str, tuple] = {}
-    for r in t.rows:
+    for r in rows:
         a, m = t.cell(r, c), t.mark(r, c)
         if not a.present or (not c.until and math.isnan(a.mean)):
             continue
@@ -213,14 +226,14 @@ def mark_column(t: Table, c: Column, learned_rows: dict[str, str]) -> None:
             score = badness(c.better, _capped(c, m, a.mean))
             if score != math.inf:   # e.g. a gradient ratio of 0 "closest to 1": never the best
                 scored[r.config_key] = (score,)
-    present = sum(t.cell(r, c).present for r in t.rows)
+    present = sum(t.cell(r, c).present for r in rows)
     if not scored or present < (1 if c.until else 2):
         return
     top = min(scored.values())
-    best = [r for r in t.rows if r.config_key in scored and _close(scored[r.config_key], top)]
+    best = [r for r in rows if r.config_key in scored and _close(scored[r.config_key], top)]
     for r in best:
         t.marks[_key(r, c)].rank = BEST
-    others = [r for r in t.rows if r.config_key in scored and r not in best]
+    others = [r for r in rows if r.config_key in scored and r not in best]
     ref = _sample(t, best[0], c)
     pvals = [welch_p(ref, s) if ref is not None and (s := _sample(t, r, c)) is not None else math.nan
              for r in others]
@@ -335,8 +348,10 @@ def _fill(t: Table, coll: Collection) -> None:
         t.notes.append(f"learned? “mixed” for {', '.join(mixed)}: some figures beat their reference (chance, "
                        f"baseline) and others do not, e.g. an accuracy above chance with a cross-entropy above "
                        f"the baseline (confident wrong answers, typically overfitting).")
+    groups = problem_groups(t)
     for c in t.columns:
-        mark_column(t, c, learned_rows)
+        for rows in groups:
+            mark_column(t, c, learned_rows, rows)
 
 
 def _settings_sort(cfg: dict) -> tuple:
