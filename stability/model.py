@@ -34,7 +34,8 @@ from torch import Tensor, nn
 
 from . import transitions
 from .recurrence import (ENGINES, NONLINEARITIES, FusedNetwork, ReadSteps, derivative_from_output, fused_network,
-                         loop_recurrence, native_bidirectional_recurrence, native_recurrence, resolve_engine)
+                         fused_recurrence, loop_recurrence, native_bidirectional_recurrence, native_recurrence,
+                         resolve_engine)
 from .checks import check_choice, check_sequence_input, check_size
 
 #: initializations of the input map and readout (see the module docstring)
@@ -283,8 +284,13 @@ class RecurrentNet(nn.Module):
         h0s = [h.detach() for h in self._initial_states(batch, h0)]
         with torch.no_grad():
             ws = [t.matrix().detach() for t in self._transitions()]
-            states = self.recurrence(x, h0, ws if self.bidirectional else ws[0]).detach()
             inputs = [self._project(x, m).detach() for m in self._input_maps()]
+            own_order = [inputs[0]] + ([inputs[1].flip(0)] if self.bidirectional else [])
+            if resolve_engine(self.engine, ws[0].device) == "fused":  # on the projections above, not again
+                runs = [fused_recurrence(u, h, w, self.nonlinearity) for u, h, w in zip(own_order, h0s, ws)]
+            else:
+                states = self.recurrence(x, h0, ws if self.bidirectional else ws[0]).detach()
+                runs = [states[..., :n]] + ([states[..., n:].flip(0)] if self.bidirectional else [])
         phi = torch.tanh if self.nonlinearity == "tanh" else torch.relu
 
         def stepper(w: Tensor):
@@ -292,15 +298,15 @@ class RecurrentNet(nn.Module):
                 return phi(u + s @ w.mT)
             return step
 
-        forward_states = states[..., :n]
+        forward_states = runs[0]
         views = [StepView(name="forward", layout=(("h", n),), step=stepper(ws[0]), inputs=inputs[0],
                           initial=h0s[0], states=forward_states,
                           output_gradient=(lambda g: g[..., :n]) if self.bidirectional else (lambda g: g),
                           closed_form=(ws[0], self.activation_derivative(forward_states)))]
         if self.bidirectional:
-            backward_states = states[..., n:].flip(0)
+            backward_states = runs[1]
             views.append(StepView(name="backward", layout=(("h", n),), step=stepper(ws[1]),
-                                  inputs=inputs[1].flip(0), initial=h0s[1], states=backward_states,
+                                  inputs=own_order[1], initial=h0s[1], states=backward_states,
                                   output_gradient=lambda g: g[..., n:].flip(0),
                                   closed_form=(ws[1], self.activation_derivative(backward_states))))
         return views

@@ -141,16 +141,17 @@ def _top_eigenvalue(gram: Tensor) -> Tensor:
     below 1e-15 of the trace are set to zero before each squaring (denormal floats would make
     the products many times slower; the quotient itself uses the untouched G). No
     eigendecomposition: a batched LAPACK call per gap costs more than the whole sweep.
+    The squarings run in two preallocated buffers (``out=``, in place), not a new tensor per op.
     """
-    shrink = torch.nn.functional.hardshrink
     a = gram.to(torch.float32)
+    shrunk, squared = torch.empty_like(a), torch.empty_like(a)
     for i in range(GRAM_SQUARINGS):
         if i % 2 == 1:  # λ_max ≥ trace/k: two squarings keep it above k^-4 of the trace
-            trace = a.diagonal(dim1=1, dim2=2).sum(1).clamp_min(torch.finfo(torch.float32).tiny)
-            a = a / trace.view(-1, 1, 1)
-        a = shrink(a, 1e-15)
-        a = torch.bmm(a, a)
-    pick = a.diagonal(dim1=1, dim2=2).contiguous().argmax(1)
+            trace = a.diagonal(dim1=1, dim2=2).sum(1).clamp_min_(torch.finfo(torch.float32).tiny)
+            a.div_(trace.view(-1, 1, 1))  # a is ``squared`` here, never the caller's gram
+        torch.hardshrink(a, 1e-15, out=shrunk)
+        a = torch.bmm(shrunk, shrunk, out=squared)
+    pick = a.diagonal(dim1=1, dim2=2).argmax(1)
     v = a[torch.arange(a.shape[0], device=a.device), :, pick].to(gram.dtype).unsqueeze(2)  # (N, k, 1)
     num = torch.bmm(gram, v).mul_(v).sum((1, 2)).to(torch.float64)
     den = v.square().sum((1, 2)).to(torch.float64)
