@@ -177,10 +177,10 @@ class Canvas:
     def save(self, out_dir: Path, name: str, svg: bool) -> list[str]:
         fig_dir = Path(out_dir) / "figures"
         fig_dir.mkdir(parents=True, exist_ok=True)
-        self.fig.savefig(fig_dir / f"{name}.png", dpi=DPI)
+        self.fig.savefig(fig_dir / f"{name}.png", dpi=DPI, bbox_inches="tight", pad_inches=0.1)  # legends outside included
         files = [f"figures/{name}.png"]
         if svg:
-            self.fig.savefig(fig_dir / f"{name}.svg")
+            self.fig.savefig(fig_dir / f"{name}.svg", bbox_inches="tight", pad_inches=0.1)
             files.append(f"figures/{name}.svg")
         return files
 

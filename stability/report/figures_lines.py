@@ -218,10 +218,18 @@ def nice_log(ax) -> None:
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
-def legend(ax, handles, extra: list | None = None) -> None:
+#: legend entries per column before a legend wraps into a second column (a panel's height holds ~20)
+LEGEND_ROWS = 18
+
+
+def legend(ax, handles, extra: list | None = None, inside: bool = False) -> None:
+    """The legend right of ``ax``, or (``inside``) filling ``ax`` itself, an empty panel's place;
+    long legends wrap into columns so they stay within their row of panels."""
     handles = list(handles) + list(extra or [])
     if handles:
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
+        ncol = -(-len(handles) // LEGEND_ROWS)
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 1.0) if inside else (1.02, 1.0),
+                  frameon=False, fontsize=8 if ncol == 1 else 7, ncol=ncol)
 
 
 def style_handle(label: str, **kw) -> Line2D:

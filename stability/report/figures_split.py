@@ -56,7 +56,7 @@ def fig_by_split(coll: Collection, out_dir: Path, svg: bool, grids: list[Grid], 
     identical: list[str] = []
     for gi, (kind, gname) in enumerate(groups):
         gdf = df[(df["kind"] == kind) & (df["name"] == gname)]
-        row, handles = [], {}
+        row, handles, empty = [], {}, None
         for si, split in enumerate(splits):
             ax = canvas.axes[gi * len(splits) + si]
             sub = gdf[gdf["split"] == split]
@@ -64,8 +64,9 @@ def fig_by_split(coll: Collection, out_dir: Path, svg: bool, grids: list[Grid], 
             ax.set_ylabel(ylabel)
             if not len(sub):
                 ax.set_axis_off()
-                ax.text(0.5, 0.5, f"({gname} {kind} runs: nothing recorded {split_title(split)})", ha="center",
-                        va="center", transform=ax.transAxes, fontsize=9, color="#666")
+                empty = ax
+                ax.text(0.5, 0.02, f"({gname} {kind} runs: nothing recorded {split_title(split)})", ha="center",
+                        va="bottom", transform=ax.transAxes, fontsize=9, color="#666")
                 continue
             lines = aggregate(coll, sub, log=logy, floor=floor)
             d = draw_lines(ax, lines, logx=logx, logy=logy, floor=floor, floor_name=floor_name)
@@ -80,7 +81,9 @@ def fig_by_split(coll: Collection, out_dir: Path, svg: bool, grids: list[Grid], 
             ax.set_title(f"{gname} {kind} runs, {split_title(split)} ({len(lines)} configurations, "
                          f"{seeds_text} seed(s) each)", fontsize=10)
         share_similar_ylims(row, logy)
-        if row:
+        if row and empty is not None and empty is canvas.axes[gi * len(splits) + len(splits) - 1]:
+            legend(empty, handles.values(), inside=True)  # the empty panel on the right holds it
+        elif row:
             legend(row[-1][0], handles.values())
     if identical:
         res.how_to_read += " " + COINCIDE_TEXT.format(groups="; ".join(identical))
