@@ -33,9 +33,11 @@ def test_quick_run_writes_every_output(tmp_path, capsys):
     names = bench._builtin_names()
     alternatives = [a for a in bench.ALTERNATIVES if bench.missing_package(a) is None]
     # (a): 3 ratios; (b): a step ratio and a W share per transition, a step ratio per
-    # alternative; (c): the Jacobian curve
-    assert len(rows) == 3 + 2 * len(names) + len(alternatives) + 1
-    assert sum(r["group"] == "a" for r in rows) == 3 and sum(r["group"] == "c" for r in rows) == 1
+    # alternative; (c): the Jacobian curve on the closed and on the general path
+    assert len(rows) == 3 + 2 * len(names) + len(alternatives) + 2
+    assert sum(r["group"] == "a" for r in rows) == 3
+    assert sorted(r["case"] for r in rows if r["group"] == "c") == ["probe_jacobian_decay",
+                                                                   "probe_jacobian_decay_general"]
     for r in rows:
         assert 0 < float(r["ratio_median"]) < math.inf and r["rounds"] == "2" and r["device"] == "cpu"
         assert r["target_met"] == ""  # quick sizes: targets are not applied
