@@ -138,3 +138,11 @@ def test_output_steps_and_sequence_length():
     assert task_sequence_length(tasks.create("adding", T=7)) == 7  # one sampled batch's length
     declared = types.SimpleNamespace(sequence_length=40, sample=None)
     assert task_sequence_length(declared) == 40
+
+
+def test_notes_shared_by_experiments_are_said_once():
+    from stability.runner.expand import merge_notes
+    notes = ["experiment[0]: x does not apply", "skipping experiment[3] (ptb): no PTB directory",
+             "experiment[2]: x does not apply", "experiment[2]: y", "experiment[0]: x does not apply"]
+    assert merge_notes(notes) == ["experiment[0, 2]: x does not apply",
+                                  "skipping experiment[3] (ptb): no PTB directory", "experiment[2]: y"]

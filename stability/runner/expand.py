@@ -11,6 +11,7 @@ import fnmatch
 import inspect
 import itertools
 import os
+import re
 from dataclasses import dataclass, field
 
 from .. import probes
@@ -230,7 +231,20 @@ def _expand(spec: dict, origin: str, device: str, dirs: dict[str, str]) -> tuple
                                                      f"{runs[rid].label}: run once")
                                     continue
                                 runs[rid] = Run(rid, cfg, lab, dict(runtime))
-    return list(runs.values()), list(dict.fromkeys(notes))
+    return list(runs.values()), merge_notes(notes)
+
+
+def merge_notes(notes: list[str]) -> list[str]:
+    """The notes once each; a note that several experiments share (``experiment[i]: same text``)
+    becomes one line naming them all (``experiment[0, 2, 4]: same text``), in first-seen order."""
+    merged: dict[str, list[str]] = {}
+    for note in dict.fromkeys(notes):
+        m = re.match(r"experiment\[(\d+)\]: (.*)", note, re.S)
+        key, index = (m.group(2), m.group(1)) if m else (note, None)
+        merged.setdefault(key, [])
+        if index is not None:
+            merged[key].append(index)
+    return [f"experiment[{', '.join(idx)}]: {text}" if idx else text for text, idx in merged.items()]
 
 
 def _plain(tname: str, model: dict) -> bool:
