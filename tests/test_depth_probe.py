@@ -8,12 +8,7 @@ from torch import nn
 from stability.probes.depth import build_mlp, compare_depth, jacobian_norms, layer_singular_values
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 def spread_sigmas(model, scale=3.0, seed=0):

@@ -15,12 +15,7 @@ I, N, O, T, B = 3, 4, 2, 6, 3
 SHAPES = [(1, False, "last"), (2, False, "last"), (1, True, "last"), (2, True, "all")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 def make(cell, layers=1, bidirectional=False, readout="last", engine="auto", seed=0):

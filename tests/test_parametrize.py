@@ -10,12 +10,7 @@ from stability.parametrize import OrthogonalMatrix, SpectralMatrix, constrain_, 
 from stability.transitions.spectral import SpectralTransition
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small matrices: threads only fight over the shared cores
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small matrices: threads only fight over the cores
 
 
 def linear(m, n, dtype=torch.float64, seed=0):

@@ -1,6 +1,5 @@
 """Parameter-matched sizing: counts as built, hidden sizes closest to a budget."""
 import pytest
-import torch
 
 from stability import RecurrentNet
 from stability.sizing import describe_regime, hidden_for_budget, match_parameters, parameter_count
@@ -12,12 +11,7 @@ CASES = [(name, {}) for name in BUILTINS] + [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 def built_count(name, hidden, input_size, output_size, **options):

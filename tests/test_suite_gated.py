@@ -4,7 +4,6 @@ import textwrap
 import types
 
 import pytest
-import torch
 
 from stability import runner as S
 from stability import tasks
@@ -47,12 +46,7 @@ TINY = textwrap.dedent("""
     """)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 def load(tmp_path, text=TINY):
