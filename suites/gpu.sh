@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # GPU benchmark run (docs/benchmarking.md):
+#   0. the CUDA tests (`pytest -k cuda`: every engine, transition and gated cell on the device
+#      against the CPU, in float64), log to $OUT/tests-cuda.log; a failure stops the script;
 #   1. the asv suite's CUDA cases, saved under .asv/results/<machine>/ for this commit and
 #      copied with a text summary (asv show) to $OUT/asv/;
-#   2. the core speed comparison, `python -m stability.bench --device cuda`, to $OUT/;
+#   2. the core speed comparison, `python -m stability.bench --device cuda --sizes table` (issue
+#      20's sizes, n = 64..512, T = 100 and 1000, against cuDNN's nn.RNN), to $OUT/;
 #   3. speed over commits for the CUDA cases (docs/speed.md): the commits of
 #      reports/speed/commits.txt, each checked out in a git worktree and measured with this
 #      Python (suites/speed.sh history --existing), and the offline page, to $OUT/speed/.
@@ -43,6 +46,8 @@ fi
 "$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "device", torch.cuda.get_device_name(0))' \
     | tee "$OUT/asv/device.txt"
 
+"$PY" -m pytest -q -rs -k cuda tests/ 2>&1 | tee "$OUT/tests-cuda.log"
+
 asv machine --yes --machine "$MACHINE" >/dev/null
 if [ "${ASV_QUICK:-0}" = "1" ]; then
     asv run --python=same --machine "$MACHINE" --quick --show-stderr --bench "$BENCH" 2>&1 | tee "$OUT/asv/run.log"
@@ -53,7 +58,7 @@ else
     asv show "$COMMIT" --machine "$MACHINE" --python=same > "$OUT/asv/show.txt" 2>&1 || true
     rm -rf "$OUT/asv/results"
     cp -r ".asv/results/$MACHINE" "$OUT/asv/results"
-    BENCH_ARGS=(--rounds "$ROUNDS")
+    BENCH_ARGS=(--rounds "$ROUNDS" --sizes table)
 fi
 
 "$PY" -m stability.bench --device cuda --out "$OUT" "${BENCH_ARGS[@]}"

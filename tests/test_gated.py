@@ -248,3 +248,27 @@ def test_bad_input(call, error, match):
     with pytest.raises(error, match=match) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("layers, bidirectional, readout", SHAPES)
+def test_cuda_kernels_match_the_cpu(cell, layers, bidirectional, readout):
+    """cuDNN (float64 on CUDA) against the CPU kernels: outputs, states and every gradient; and the
+    general Jacobian path runs on the device."""
+    from stability.probes import jacobian_decay
+    cpu = make(cell, layers, bidirectional, readout)
+    gpu = make(cell, layers, bidirectional, readout).cuda()
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    (y_cpu, h_cpu), (y_gpu, h_gpu) = cpu(x), gpu(x.cuda())
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(h_gpu.cpu(), h_cpu, rtol=1e-10, atol=1e-12)
+    g_cpu, g_gpu = grads(cpu, y_cpu.square().sum()), grads(gpu, y_gpu.square().sum())
+    for name in g_cpu:
+        torch.testing.assert_close(g_gpu[name].cpu(), g_cpu[name], rtol=1e-9, atol=1e-12, msg=name)
+    # the whole state (≤ 8 numbers) is tracked, so the device's own random start does not matter
+    a, b = jacobian_decay(cpu, x, method="exact"), jacobian_decay(gpu, x.cuda(), method="exact")
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    for norm in ("spectral", "frobenius"):
+        torch.testing.assert_close(torch.tensor(b[norm].to_numpy()), torch.tensor(a[norm].to_numpy()),
+                                   rtol=1e-7, atol=1e-12)
