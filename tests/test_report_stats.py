@@ -194,3 +194,17 @@ def test_rows_are_ranked_within_their_problem_not_across_task_options():
         mark_column(t, col, {}, g)
     assert [t.mark(k, "mse").rank for k in "abcd"] == [BEST, "apart", BEST, TIED]
     assert "among the rows of the same task or probe options" in t.caption()
+
+
+def test_norms_over_seeds_are_geometric_and_never_negative():
+    """Norms spread over orders of magnitude: the geometric mean and the logs' t interval, mapped back."""
+    from scipy import stats as st
+    from stability.report.stats import aggregate
+    a = aggregate([1e-17, 1e-18, 1e-19], 3, geometric=True)
+    assert a.geometric and math.isclose(a.mean, 1e-18, rel_tol=1e-9)
+    half = st.t.ppf(0.975, 2) * math.log(10) / math.sqrt(3)  # the logs' std is ln 10
+    assert math.isclose(a.lo, 1e-18 * math.exp(-half), rel_tol=1e-9) and 0 < a.lo < a.mean < a.hi
+    arith = aggregate([1e-17, 1e-18, 1e-19], 3)
+    assert arith.lo < 0 and not arith.geometric  # what the arithmetic form would print for a norm
+    zero = aggregate([0.0, 1e-3, 1e-2], 3, geometric=True)  # an underflowed 0: no logs, arithmetic
+    assert not zero.geometric and math.isclose(zero.mean, 0.011 / 3)

@@ -50,6 +50,7 @@ class Column:
     gloss: str = ""                             # what the column is, for the table's caption
     reference: Getter | None = field(default=None, repr=False)   # baseline loss / chance accuracy
     learned_when: str = ""                      # "below" (a loss) | "above" (an accuracy) the reference
+    geometric: bool = False                     # geometric mean and log-scale interval (positive norms)
     bound: Getter | None = field(default=None, repr=False)       # largest gap measured (half-lives)
 
     @property
@@ -246,9 +247,11 @@ def columns_for(coll: Collection, run_ids: list[str], configs: list[dict],
                     continue
                 cols.append(Column(f"jacobian_{gap}_{split}", f"{norm} gap {gap} ({when})", "one",
                                    _jacobian(split, jmetric, gap),
+                                   geometric=True,
                                    gloss=f"{norm} gap g: {'spectral' if norm == '‖J‖₂' else 'Frobenius'} norm of "
                                          "∂h_{t+g}/∂h_t, mean over samples (log-log interpolated between "
-                                         "measured gaps)"))
+                                         "measured gaps); over seeds a geometric mean, its interval from the "
+                                         "logs (a norm spans orders of magnitude and is never negative)"))
         if has(split, "grad_ratio"):
             cols.append(Column(f"grad_ratio_{split}", f"gradient ratio ({when})", "one", _scalar(split, "grad_ratio"),
                                gloss="gradient ratio: ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ (the gradient reaching the first "

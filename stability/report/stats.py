@@ -38,6 +38,7 @@ class Agg:
     values: list = field(default_factory=list)
     lo: float = math.nan       # confidence interval for the mean; NaN with fewer than 2 values
     hi: float = math.nan
+    geometric: bool = False    # mean, lo, hi are exp of the logs' mean and t interval; std is the logs'
 
     @property
     def present(self) -> bool:
@@ -56,11 +57,25 @@ def t_interval(mean: float, std: float, n: int, alpha: float = ALPHA) -> tuple[f
     return mean - half, mean + half
 
 
-def aggregate(values: list[float | None], n_seeds: int, until: bool = False, alpha: float = ALPHA) -> Agg:
+def aggregate(values: list[float | None], n_seeds: int, until: bool = False, alpha: float = ALPHA,
+              geometric: bool = False) -> Agg:
     """Mean, std and interval of the seeds' values (None and NaN are "no value");
-    ``until``: inf means "not reached" and the mean is over the seeds that reached."""
+    ``until``: inf means "not reached" and the mean is over the seeds that reached;
+    ``geometric``: for positive quantities spread over orders of magnitude (norms), the geometric
+    mean and the t interval of the logs, mapped back (never below 0); values that are not all
+    positive and finite fall back to the arithmetic form."""
     vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     agg = Agg(n=len(vals), n_seeds=n_seeds, values=vals)
+    if geometric and not until and vals and all(math.isfinite(v) and v > 0 for v in vals):
+        logs = np.log(np.asarray(vals, dtype=float))
+        m = float(logs.mean())
+        agg.std = float(logs.std(ddof=1)) if len(logs) > 1 else math.nan
+        if agg.std < 1e-12:  # rounding noise of identical values
+            agg.std = 0.0
+        lo, hi = t_interval(m, agg.std, len(logs), alpha)
+        agg.mean, agg.geometric = math.exp(m), True
+        agg.lo, agg.hi = (math.exp(lo), math.exp(hi)) if math.isfinite(lo) else (lo, hi)
+        return agg
     if until:
         reached = [v for v in vals if math.isfinite(v)]
         agg.n_reached = len(reached)

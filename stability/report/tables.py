@@ -331,7 +331,8 @@ def _fill(t: Table, coll: Collection) -> None:
     for r in t.rows:
         runs = [(coll.data(rid), r.run_config(i)) for i, rid in enumerate(r.run_ids)]
         for c in t.columns:
-            a = aggregate([c.get(d, cfg) for d, cfg in runs], len(r.run_ids), until=c.until, alpha=t.alpha)
+            a = aggregate([c.get(d, cfg) for d, cfg in runs], len(r.run_ids), until=c.until, alpha=t.alpha,
+                          geometric=c.geometric)
             t.cells[(r.config_key, c.key)] = a
             m = t.marks[(r.config_key, c.key)] = Mark()
             if c.reference is not None:
