@@ -79,3 +79,21 @@ def check_sequence_input(x, input_size: int, dtype, sequence_length: int | None 
     if sequence_length is not None and steps != sequence_length:
         raise ValueError(f"readout='all' reads exactly sequence_length={sequence_length} steps; x has T={steps}")
     return steps, batch
+
+
+#: how a model's outputs are read from its states: every step's own ("last"), or all steps' at once
+READOUTS = ("last", "all")
+
+
+def check_readout(bidirectional, readout, sequence_length) -> tuple[bool, str, int | None]:
+    """A model's ``bidirectional`` (a bool), ``readout`` (one of READOUTS) and ``sequence_length``
+    (an int >= 1 or None; required by readout "all", whose W_out reads T steps' states)."""
+    if not isinstance(bidirectional, bool):
+        raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
+    check_choice("readout", readout, READOUTS)
+    if sequence_length is not None:
+        check_size("sequence_length", sequence_length)
+    elif readout == "all":
+        raise ValueError("readout='all' needs sequence_length (the number of steps T whose states the "
+                         "readout reads), got None")
+    return bidirectional, readout, sequence_length

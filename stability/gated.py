@@ -32,12 +32,10 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from .checks import check_choice, check_sequence_input, check_size
+from .checks import check_choice, check_readout, check_sequence_input, check_size
 
 #: the gated cells, by the names every transition name stands beside
 GATED_CELLS = ("lstm", "gru")
-#: how outputs are read from the states
-READOUTS = ("last", "all")
 #: "auto"/"native": PyTorch's kernel (cuDNN on CUDA); "loop": the cell equations step by step (reference)
 GATED_ENGINES = ("auto", "native", "loop")
 #: gates per cell: rows of W_ih / W_hh in units of n
@@ -90,19 +88,10 @@ class GatedNet(nn.Module):
         self.output_size = check_size("output_size", output_size)
         self.cell = check_choice("cell", cell, GATED_CELLS)
         self.layers = check_size("layers", layers)
-        if not isinstance(bidirectional, bool):
-            raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
-        self.bidirectional = bidirectional
-        self.readout_mode = check_choice("readout", readout, READOUTS)
-        if readout == "all":
-            if sequence_length is None:
-                raise ValueError("readout='all' needs sequence_length (the T of every input sequence); "
-                                 "allowed: an int >= 1")
-            self.sequence_length = check_size("sequence_length", sequence_length)
-        elif sequence_length is not None:
+        self.bidirectional, self.readout_mode, self.sequence_length = check_readout(bidirectional, readout,
+                                                                                   sequence_length)
+        if readout == "last" and sequence_length is not None:
             raise ValueError(f"sequence_length={sequence_length!r} is only for readout='all' (readout={readout!r})")
-        else:
-            self.sequence_length = None
         self.engine = check_choice(f"engine (of the gated cell {cell!r})", engine, GATED_ENGINES)
         kind = nn.LSTM if cell == "lstm" else nn.GRU
         self.rnn = kind(input_size, hidden_size, num_layers=layers, bidirectional=bidirectional)

@@ -36,12 +36,11 @@ from . import transitions
 from .recurrence import (ENGINES, NONLINEARITIES, FusedNetwork, ReadSteps, derivative_from_output, fused_network,
                          fused_recurrence, loop_recurrence, native_bidirectional_recurrence, native_recurrence,
                          resolve_engine)
-from .checks import check_choice, check_sequence_input, check_size
+from .checks import check_choice, check_readout, check_sequence_input, check_size
 
 #: initializations of the input map and readout (see the module docstring)
 INPUT_INITS = ("torch", "glorot", "official")
 #: what the readout reads: every step's state on its own ("last") or all steps' states at once ("all")
-READOUTS = ("last", "all")
 #: steps of δ the fused backward keeps at once (FusedNetwork's ring)
 FUSED_CHUNK = 64
 #: the official readout's truncated normal: standard deviation, cut at ±2σ (TensorFlow's truncated_normal)
@@ -84,16 +83,8 @@ class RecurrentNet(nn.Module):
         self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
         self.engine = check_choice("engine", engine, ENGINES)
         self.input_init = check_choice("input_init", input_init, INPUT_INITS)
-        if not isinstance(bidirectional, bool):
-            raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
-        self.bidirectional = bidirectional
-        self.readout_mode = check_choice("readout", readout, READOUTS)
-        if sequence_length is not None:
-            check_size("sequence_length", sequence_length)
-        elif readout == "all":
-            raise ValueError("readout='all' needs sequence_length (the number of steps T whose states the "
-                             "readout reads), got None")
-        self.sequence_length = sequence_length
+        self.bidirectional, self.readout_mode, self.sequence_length = check_readout(bidirectional, readout,
+                                                                                   sequence_length)
         if isinstance(transition, transitions.Transition):
             if transition_options:
                 raise TypeError("transition options are only accepted with a transition name")

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from .. import probes, sizing, tasks, transitions
-from ..checks import check_finite_options, did_you_mean
-from ..gated import GATED_CELLS, GATED_ENGINES, READOUTS
+from ..checks import READOUTS, check_finite_options, did_you_mean
+from ..gated import GATED_CELLS, GATED_ENGINES
 from ..model import INPUT_INITS
 from ..network import available as network_names, create_network, is_gated
 from ..recurrence import ENGINES
