@@ -211,8 +211,12 @@ class RecurrentNet(nn.Module):
     def recurrence(self, x: Tensor, h0: Tensor | None = None, w: Tensor | list[Tensor] | None = None) -> Tensor:
         """The hidden states (T, B, n · directions) for inputs x; W is materialized here once unless
         given (bidirectional: a pair (forward W, backward W))."""
-        steps, batch = self._check_input(x, h0)
-        h0s = self._initial_states(batch, h0)
+        self._check_input(x, h0)
+        return self._recurrence(x, h0, w)
+
+    def _recurrence(self, x: Tensor, h0: Tensor | None, w: Tensor | list[Tensor] | None) -> Tensor:
+        """:meth:`recurrence` on inputs already checked."""
+        h0s = self._initial_states(x.shape[1], h0)
         if w is None:
             ws = [t.matrix() for t in self._transitions()]
         elif self.bidirectional:
@@ -255,7 +259,7 @@ class RecurrentNet(nn.Module):
                 h0 = torch.zeros(batch, self.hidden_size, dtype=p.dtype, device=p.device)
             return fused_network(x, h0, self.transition.matrix(), p, self.input_map.bias,
                                  self.readout.weight, self.readout.bias, self.nonlinearity, FUSED_CHUNK)
-        states = self.recurrence(x, h0)
+        states = self._recurrence(x, h0, None)
         return self.read(states), states
 
     def step_views(self, x: Tensor, h0: Tensor | None = None) -> list:
@@ -280,7 +284,7 @@ class RecurrentNet(nn.Module):
             if resolve_engine(self.engine, ws[0].device) == "fused":  # on the projections above, not again
                 runs = [fused_recurrence(u, h, w, self.nonlinearity) for u, h, w in zip(own_order, h0s, ws)]
             else:
-                states = self.recurrence(x, h0, ws if self.bidirectional else ws[0]).detach()
+                states = self._recurrence(x, h0, ws if self.bidirectional else ws[0]).detach()
                 runs = [states[..., :n]] + ([states[..., n:].flip(0)] if self.bidirectional else [])
         phi = torch.tanh if self.nonlinearity == "tanh" else torch.relu
 
