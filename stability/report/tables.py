@@ -363,7 +363,7 @@ def _settings_sort(cfg: dict) -> tuple:
 def _missing_notes(t: Table) -> list[str]:
     notes = []
     gated = [r for r in t.rows if is_gated(r.transition)]
-    no_w = [c for c in t.columns if "σ_" in c.title]
+    no_w = [c for c in t.columns if c.key.startswith(("sigma_min_", "sigma_max_"))]  # the columns about W
     if gated and no_w:  # a gated cell has no single transition matrix W: nothing is missing
         notes.append(f"{', '.join(sorted({r.transition for r in gated}))}: no single transition matrix W "
                      f"(gated cells), so no {', '.join(sorted({c.title.split(' ')[0] for c in no_w}))} (–).")
