@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from .base import Transition, check_bool, check_size, check_square, register
 from .householder import normalize_rows, reflectors_from_orthogonal, triangular_householder_product
+from .wy import spectral_matrix
 
 
 def check_margin(margin, center) -> tuple[float, float]:
@@ -152,7 +153,7 @@ class SpectralTransition(Transition):
         return bounded_sigma(self.p, self.margin, self.center)
 
     def matrix(self) -> Tensor:
-        return svd_compose(self.u(), self.sigma(), self.v())
+        return spectral_matrix(self.u.values, self.sigma(), self.v.values, self.reflectors)
 
     def singular_values(self) -> Tensor:
         return torch.sort(self.sigma(), descending=True).values

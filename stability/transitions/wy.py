@@ -1,0 +1,155 @@
+"""The Spectral-RNN's W = U Σ Vᵀ in one pass of two-sided blocked reflector updates.
+
+U = H(u₁)···H(u_k) and V = H(v₁)···H(v_k), the reflector vectors being the rows of
+upper-triangular (k, n) matrices (row j zero before column j; the Spectral-RNN layout,
+given here by the free entries only, in ``torch.triu_indices`` order). In blocks of b
+reflectors, U = Q₀ Q₁ ··· Q_{m−1} with Qᵢ = I − uᵢᵀ Tᵢ uᵢ acting on the coordinates from
+sᵢ = i·b on (Tᵢ = S⁻¹, the compact-WY factor of block i, LAPACK's larft), V likewise, and
+
+    W = Q⁰ᵤ (Q¹ᵤ (··· (Q^{m−1}ᵤ Σ Q^{m−1}ᵥᵀ) ···) Q¹ᵥᵀ) Q⁰ᵥᵀ.
+
+Every bracket is diag(σ₀..σ_{s−1}, M) with M square of side w = n − s, so step i (from the
+last block to the first) maps X = diag(σ_s..σ_{s+b−1}, M_{i+1}) to M_i = Qᵤ X Qᵥᵀ by four GEMMs
+with inner or outer size b (P = T u, the block's b × w vectors from column s on):
+
+    R = Pᵤ X,   A = X − uᵀ R,   S = A Pᵥᵀ,   M = A − S v.
+
+For k = n that is about 4n³/3 multiply-adds forward (against 5n³/3 for V's product and then
+U applied to Σ Vᵀ) and twice that backward. The free entries are scattered straight into the
+padded block layout, and Σ into the diagonals of the steps' inputs: no padding, identity or
+intermediate V passes through autograd. Each step writes its result into the next step's
+input buffer, so every step's input stays intact for the backward without a copy; the
+backward writes each step's input gradient into its own buffer likewise, so the incoming
+gradient is never cloned or overwritten.
+
+Backward of one step, with G = ∂L/∂M and the right update seen as the left one on Aᵀ:
+Yᵥ = (Tᵥᵀ v) Gᵀ, ∂v = Kᵥ⁺ v − Yᵥ A − Sᵀ G with Kᵥ = Yᵥ S, ∂A = G − Yᵥᵀ v; then
+Yᵤ = (Tᵤᵀ u) ∂A, ∂u = Kᵤ⁺ u − Yᵤ Xᵀ − R ∂Aᵀ with Kᵤ = Yᵤ Rᵀ, ∂X = ∂A − uᵀ Yᵤ, where
+K⁺ = striu(K) + striu(K)ᵀ + diag(K) (S depends on the vectors through their Gram matrix).
+∂X's leading diagonal is ∂σ for the block's b values, its trailing part the next step's G.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .householder import _block_factors, _block_size, _symmetric_from_upper
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(k: int, n: int, block: int, device: torch.device):
+    """Index tensors and step sizes for k reflectors per factor in blocks of ``block``, W n×n.
+
+    Returns (flat, sigma_pos, sides, total): ``flat`` scatters the free entries of U's and
+    then V's reflectors into a (2, m·b, n) zero buffer (rows beyond k stay zero: identities);
+    step i's input X (side sides[i] = n − i·b) is the i-th consecutive square in a flat
+    buffer of ``total`` entries, and ``sigma_pos`` places σ on the diagonals of those squares
+    (the first b entries of each, all of the last one).
+    """
+    m = -(-k // block)
+    rows, cols = torch.triu_indices(k, n)
+    flat = rows * n + cols
+    flat = torch.cat([flat, flat + m * block * n])
+    sides = [n - i * block for i in range(m)]
+    offsets = [0]
+    for w in sides:
+        offsets.append(offsets[-1] + w * w)
+    q = torch.arange(n)
+    step = (q // block).clamp(max=m - 1)
+    side = n - step * block
+    sigma_pos = torch.tensor(offsets[:-1])[step] + (q - step * block) * (side + 1)
+    return flat.to(device), sigma_pos.to(device), tuple(sides), offsets[-1]
+
+
+class _SpectralSteps(torch.autograd.Function):
+    """U diag(σ) Vᵀ from the free reflector entries by two-sided block steps (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, u_values: Tensor, sigma: Tensor, v_values: Tensor, k: int, block: int) -> Tensor:
+        n = sigma.shape[0]
+        m = -(-k // block)
+        flat, sigma_pos, sides, total = _layout(k, n, block, sigma.device)
+        blocks = sigma.new_zeros(2 * m, block, n)
+        blocks.view(-1).index_copy_(0, flat, torch.cat([u_values, v_values]))
+        factors = _block_factors(blocks)
+        p = factors @ blocks
+        xbuf = sigma.new_zeros(total)
+        xbuf.index_copy_(0, sigma_pos, sigma)
+        xs = [x.view(w, w) for x, w in zip(xbuf.split([w * w for w in sides]), sides)]
+        saved = [None] * m
+        for i in reversed(range(m)):
+            s = i * block
+            x = xs[i]
+            r = p[i, :, s:] @ x
+            a = torch.addmm(x, blocks[i, :, s:].mT, r, alpha=-1)
+            sv = a @ p[m + i, :, s:].mT
+            if i:
+                out = torch.addmm(a, sv, blocks[m + i, :, s:], alpha=-1, out=xs[i - 1][block:, block:])
+            else:
+                out = torch.addmm(a, sv, blocks[m + i, :, s:], alpha=-1)
+            saved[i] = (x, r, a, sv)
+        ctx.save_for_backward(blocks, factors)
+        ctx.steps, ctx.layout, ctx.k = saved, (flat, sigma_pos, sides, total), k
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_w: Tensor):
+        blocks, factors = ctx.saved_tensors
+        flat, sigma_pos, sides, total = ctx.layout
+        m2, block, n = blocks.shape
+        m = m2 // 2
+        pt = factors.mT @ blocks
+        # minus the per-step parts of ∂(vectors); columns before a block's start are never read
+        neg = torch.empty_like(blocks)
+        ks = blocks.new_empty(m2, block, block)
+        gbuf = blocks.new_empty(total)
+        gs = [x.view(w, w) for x, w in zip(gbuf.split([w * w for w in sides]), sides)]
+        g = grad_w
+        for i, (x, r, a, sv) in enumerate(ctx.steps):
+            s = i * block
+            u, v = blocks[i, :, s:], blocks[m + i, :, s:]
+            yv = pt[m + i, :, s:] @ g.mT
+            nv = torch.mm(yv, a, out=neg[m + i, :, s:])
+            nv.addmm_(sv.mT, g)
+            torch.mm(yv, sv, out=ks[m + i])
+            ga = torch.addmm(g, yv.mT, v, alpha=-1, out=gs[i])
+            yu = pt[i, :, s:] @ ga
+            nu = torch.mm(yu, x.mT, out=neg[i, :, s:])
+            nu.addmm_(r, ga.mT)
+            torch.mm(yu, r.mT, out=ks[i])
+            ga.addmm_(u.mT, yu, alpha=-1)
+            g = ga[block:, block:]
+        grad_blocks = torch.baddbmm(neg, _symmetric_from_upper(ks), blocks, beta=-1)
+        grad_values = grad_blocks.view(-1)[flat]
+        half = grad_values.shape[0] // 2
+        return grad_values[:half], gbuf[sigma_pos], grad_values[half:], None, None
+
+
+def spectral_matrix(u_values: Tensor, sigma: Tensor, v_values: Tensor, k: int, block: int | None = None) -> Tensor:
+    """U diag(σ) Vᵀ (n×n, n = len(σ)) from the free entries of two upper-triangular (k, n) reflector matrices.
+
+    ``u_values`` and ``v_values`` hold the entries of the reflector rows in
+    ``torch.triu_indices(k, n)`` order (:class:`~stability.transitions.spectral.TriangularReflectors`);
+    U = H(u₀)···H(u_{k−1}), V likewise. Equals ``svd_compose`` of the dense matrices (tested in
+    float64). Blocks of ``block`` reflectors (default as ``triangular_householder_product``);
+    hand-written backward, first-order gradients only.
+    """
+    if sigma.dim() != 1 or sigma.shape[0] < 1:
+        raise ValueError(f"sigma must be a vector of n >= 1 singular values, got shape {tuple(sigma.shape)}")
+    n = sigma.shape[0]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"k={k!r} must be an int in 1..{n} (reflectors per factor, n = len(sigma))")
+    free = k * n - k * (k - 1) // 2
+    for name, values in (("u_values", u_values), ("v_values", v_values)):
+        if values.dim() != 1 or values.shape[0] != free:
+            raise ValueError(f"{name} must hold the {free} free entries of a ({k}, {n}) upper-triangular "
+                             f"matrix, got shape {tuple(values.shape)}")
+    if block is None:
+        block = _block_size(n)
+    elif isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block={block!r} must be an int >= 1")
+    return _SpectralSteps.apply(u_values, sigma, v_values, k, block)
