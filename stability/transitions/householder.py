@@ -87,19 +87,25 @@ def _block_size(n: int) -> int:
     return max(16, min(64, -(-n // 2)))
 
 
-def _block_factors(blocks: Tensor) -> Tensor:
-    """T = S⁻¹ for each block of reflectors, S = diag(‖vᵢ‖²/2) + striu(V Vᵀ), batched.
+def _factors_from_gram(s: Tensor) -> Tensor:
+    """T = S⁻¹ from the batched Gram matrices V Vᵀ of blocks of reflectors (overwritten).
 
-    ``blocks`` is (m, b, n), one block of b reflector rows each; T (m, b, b) is the block's
-    compact-WY factor: H(v₁)···H(v_b) = I − Vᵀ T V (LAPACK's larft). A zero row stands for
-    the identity (its diagonal entry of S is taken as 1). The triangular solve reads only
-    the upper triangle of S, so the Gram matrix's lower half is left in place.
+    S = diag(‖vᵢ‖²/2) + striu(V Vᵀ); a zero row stands for the identity (its diagonal entry
+    of S is taken as 1). The triangular solve reads only the upper triangle.
     """
-    s = blocks @ blocks.transpose(1, 2)
     half = s.diagonal(dim1=1, dim2=2)
     half.mul_(0.5).masked_fill_(half == 0, 1.0)
     eye = torch.eye(s.shape[1], dtype=s.dtype, device=s.device).expand_as(s)
     return torch.linalg.solve_triangular(s, eye, upper=True)
+
+
+def _block_factors(blocks: Tensor) -> Tensor:
+    """T = S⁻¹ for each block of reflectors, S = diag(‖vᵢ‖²/2) + striu(V Vᵀ), batched.
+
+    ``blocks`` is (m, b, n), one block of b reflector rows each; T (m, b, b) is the block's
+    compact-WY factor: H(v₁)···H(v_b) = I − Vᵀ T V (LAPACK's larft).
+    """
+    return _factors_from_gram(blocks @ blocks.transpose(1, 2))
 
 
 def _diagonal_blocks(padded: Tensor, block: int) -> Tensor:

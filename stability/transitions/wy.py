@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .householder import _block_factors, _block_size, _symmetric_from_upper
+from .householder import _block_size, _factors_from_gram, _symmetric_from_upper
 
 
 @functools.lru_cache(maxsize=64)
@@ -44,15 +44,15 @@ def _layout(k: int, n: int, block: int, device: torch.device):
     """Index tensors and step sizes for k reflectors per factor in blocks of ``block``, W n×n.
 
     Returns (flat, sigma_pos, sides, total): ``flat`` scatters the free entries of U's and
-    then V's reflectors into a (2, m·b, n) zero buffer (rows beyond k stay zero: identities);
-    step i's input X (side sides[i] = n − i·b) is the i-th consecutive square in a flat
-    buffer of ``total`` entries, and ``sigma_pos`` places σ on the diagonals of those squares
-    (the first b entries of each, all of the last one).
+    then V's reflectors into an (m, 2, b, n) zero buffer (block i of U, then block i of V;
+    rows beyond k stay zero: identities); step i's input X (side sides[i] = n − i·b) is the
+    i-th consecutive square in a flat buffer of ``total`` entries, and ``sigma_pos`` places
+    σ on the diagonals of those squares (the first b entries of each, all of the last one).
     """
     m = -(-k // block)
     rows, cols = torch.triu_indices(k, n)
-    flat = rows * n + cols
-    flat = torch.cat([flat, flat + m * block * n])
+    at = ((rows // block * 2) * block + rows % block) * n + cols
+    flat = torch.cat([at, at + block * n])
     sides = [n - i * block for i in range(m)]
     offsets = [0]
     for w in sides:
@@ -72,27 +72,32 @@ class _SpectralSteps(torch.autograd.Function):
         n = sigma.shape[0]
         m = -(-k // block)
         flat, sigma_pos, sides, total = _layout(k, n, block, sigma.device)
-        blocks = sigma.new_zeros(2 * m, block, n)
+        blocks = sigma.new_zeros(m, 2, block, n)
         blocks.view(-1).index_copy_(0, flat, torch.cat([u_values, v_values]))
-        factors = _block_factors(blocks)
-        p = factors @ blocks
+        # the Gram matrices of U's and V's block i over their non-zero columns (from i·b on)
+        grams = sigma.new_empty(m, 2, block, block)
+        for i in range(m):
+            b_i = blocks[i, :, :, i * block:]
+            torch.bmm(b_i, b_i.mT, out=grams[i])
+        factors = _factors_from_gram(grams.view(2 * m, block, block)).view(m, 2, block, block)
         xbuf = sigma.new_zeros(total)
         xbuf.index_copy_(0, sigma_pos, sigma)
         xs = [x.view(w, w) for x, w in zip(xbuf.split([w * w for w in sides]), sides)]
         saved = [None] * m
         for i in reversed(range(m)):
             s = i * block
-            x = xs[i]
-            r = p[i, :, s:] @ x
-            a = torch.addmm(x, blocks[i, :, s:].mT, r, alpha=-1)
-            sv = a @ p[m + i, :, s:].mT
+            x, (u, v) = xs[i], blocks[i, :, :, s:]
+            pu, pv = torch.bmm(factors[i], blocks[i, :, :, s:])
+            r = pu @ x
+            a = torch.addmm(x, u.mT, r, alpha=-1)
+            sv = a @ pv.mT
             if i:
-                out = torch.addmm(a, sv, blocks[m + i, :, s:], alpha=-1, out=xs[i - 1][block:, block:])
+                out = torch.addmm(a, sv, v, alpha=-1, out=xs[i - 1][block:, block:])
             else:
-                out = torch.addmm(a, sv, blocks[m + i, :, s:], alpha=-1)
+                out = torch.addmm(a, sv, v, alpha=-1)
             saved[i] = (x, r, a, sv)
         ctx.save_for_backward(blocks, factors)
-        ctx.steps, ctx.layout, ctx.k = saved, (flat, sigma_pos, sides, total), k
+        ctx.steps, ctx.layout = saved, (flat, sigma_pos, sides, total)
         return out
 
     @staticmethod
@@ -100,33 +105,34 @@ class _SpectralSteps(torch.autograd.Function):
     def backward(ctx, grad_w: Tensor):
         blocks, factors = ctx.saved_tensors
         flat, sigma_pos, sides, total = ctx.layout
-        m2, block, n = blocks.shape
-        m = m2 // 2
-        pt = factors.mT @ blocks
+        m, _, block, n = blocks.shape
         # minus the per-step parts of ∂(vectors); columns before a block's start are never read
         neg = torch.empty_like(blocks)
-        ks = blocks.new_empty(m2, block, block)
+        ks = blocks.new_empty(m, 2, block, block)
         gbuf = blocks.new_empty(total)
         gs = [x.view(w, w) for x, w in zip(gbuf.split([w * w for w in sides]), sides)]
         g = grad_w
         for i, (x, r, a, sv) in enumerate(ctx.steps):
             s = i * block
-            u, v = blocks[i, :, s:], blocks[m + i, :, s:]
-            yv = pt[m + i, :, s:] @ g.mT
-            nv = torch.mm(yv, a, out=neg[m + i, :, s:])
-            nv.addmm_(sv.mT, g)
-            torch.mm(yv, sv, out=ks[m + i])
+            b_i = blocks[i, :, :, s:]
+            (u, v), (nu, nv) = b_i, neg[i, :, :, s:]
+            ptu, ptv = torch.bmm(factors[i].mT, b_i)
+            yv = ptv @ g.mT
+            torch.mm(yv, a, out=nv).addmm_(sv.mT, g)
+            torch.mm(yv, sv, out=ks[i, 1])
             ga = torch.addmm(g, yv.mT, v, alpha=-1, out=gs[i])
-            yu = pt[i, :, s:] @ ga
-            nu = torch.mm(yu, x.mT, out=neg[i, :, s:])
-            nu.addmm_(r, ga.mT)
-            torch.mm(yu, r.mT, out=ks[i])
+            yu = ptu @ ga
+            torch.mm(yu, x.mT, out=nu).addmm_(r, ga.mT)
+            torch.mm(yu, r.mT, out=ks[i, 0])
             ga.addmm_(u.mT, yu, alpha=-1)
             g = ga[block:, block:]
-        grad_blocks = torch.baddbmm(neg, _symmetric_from_upper(ks), blocks, beta=-1)
-        grad_values = grad_blocks.view(-1)[flat]
+        sym = _symmetric_from_upper(ks.view(2 * m, block, block)).view(m, 2, block, block)
+        for i in range(m):
+            s = i * block
+            neg[i, :, :, s:].baddbmm_(sym[i], blocks[i, :, :, s:], beta=-1)
+        grad_values = neg.view(-1).index_select(0, flat)
         half = grad_values.shape[0] // 2
-        return grad_values[:half], gbuf[sigma_pos], grad_values[half:], None, None
+        return grad_values[:half], gbuf.index_select(0, sigma_pos), grad_values[half:], None, None
 
 
 def spectral_matrix(u_values: Tensor, sigma: Tensor, v_values: Tensor, k: int, block: int | None = None) -> Tensor:
