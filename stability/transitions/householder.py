@@ -96,7 +96,7 @@ def _factors_from_gram(s: Tensor) -> Tensor:
     half = s.diagonal(dim1=1, dim2=2)
     half.mul_(0.5).masked_fill_(half == 0, 1.0)
     eye = torch.eye(s.shape[1], dtype=s.dtype, device=s.device).expand_as(s)
-    return torch.linalg.solve_triangular(s, eye, upper=True)
+    return torch.linalg.solve_triangular(s, eye, upper=True, left=False)
 
 
 def _block_factors(blocks: Tensor) -> Tensor:

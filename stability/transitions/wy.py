@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .householder import _block_size, _factors_from_gram, _symmetric_from_upper
+from .householder import _block_size, _factors_from_gram
 
 
 @functools.lru_cache(maxsize=64)
@@ -84,17 +84,18 @@ class _SpectralSteps(torch.autograd.Function):
         xbuf.index_copy_(0, sigma_pos, sigma)
         xs = [x.view(w, w) for x, w in zip(xbuf.split([w * w for w in sides]), sides)]
         saved = [None] * m
+        blocks_t = blocks.mT
         for i in reversed(range(m)):
             s = i * block
-            x, (u, v) = xs[i], blocks[i, :, :, s:]
+            x = xs[i]
             pu, pv = torch.bmm(factors[i], blocks[i, :, :, s:])
             r = pu @ x
-            a = torch.addmm(x, u.mT, r, alpha=-1)
+            a = torch.addmm(x, blocks_t[i, 0, s:], r, alpha=-1)
             sv = a @ pv.mT
             if i:
-                out = torch.addmm(a, sv, v, alpha=-1, out=xs[i - 1][block:, block:])
+                out = torch.addmm(a, sv, blocks[i, 1, :, s:], alpha=-1, out=xs[i - 1][block:, block:])
             else:
-                out = torch.addmm(a, sv, v, alpha=-1)
+                out = torch.addmm(a, sv, blocks[i, 1, :, s:], alpha=-1)
             saved[i] = (x, r, a, sv)
         ctx.save_for_backward(blocks, factors)
         ctx.steps, ctx.layout = saved, (flat, sigma_pos, sides, total)
@@ -112,21 +113,21 @@ class _SpectralSteps(torch.autograd.Function):
         gbuf = blocks.new_empty(total)
         gs = [x.view(w, w) for x, w in zip(gbuf.split([w * w for w in sides]), sides)]
         g = grad_w
+        blocks_t, factors_t = blocks.mT, factors.mT
         for i, (x, r, a, sv) in enumerate(ctx.steps):
             s = i * block
-            b_i = blocks[i, :, :, s:]
-            (u, v), (nu, nv) = b_i, neg[i, :, :, s:]
-            ptu, ptv = torch.bmm(factors[i].mT, b_i)
+            ptu, ptv = torch.bmm(factors_t[i], blocks[i, :, :, s:])
             yv = ptv @ g.mT
-            torch.mm(yv, a, out=nv).addmm_(sv.mT, g)
+            torch.mm(yv, a, out=neg[i, 1, :, s:]).addmm_(sv.mT, g)
             torch.mm(yv, sv, out=ks[i, 1])
-            ga = torch.addmm(g, yv.mT, v, alpha=-1, out=gs[i])
+            ga = torch.addmm(g, yv.mT, blocks[i, 1, :, s:], alpha=-1, out=gs[i])
             yu = ptu @ ga
-            torch.mm(yu, x.mT, out=nu).addmm_(r, ga.mT)
+            torch.mm(yu, x.mT, out=neg[i, 0, :, s:]).addmm_(r, ga.mT)
             torch.mm(yu, r.mT, out=ks[i, 0])
-            ga.addmm_(u.mT, yu, alpha=-1)
+            ga.addmm_(blocks_t[i, 0, s:], yu, alpha=-1)
             g = ga[block:, block:]
-        sym = _symmetric_from_upper(ks.view(2 * m, block, block)).view(m, 2, block, block)
+        sym = ks.triu()
+        sym += ks.triu(1).mT
         for i in range(m):
             s = i * block
             neg[i, :, :, s:].baddbmm_(sym[i], blocks[i, :, :, s:], beta=-1)
