@@ -99,15 +99,6 @@ def _factors_from_gram(s: Tensor) -> Tensor:
     return torch.linalg.solve_triangular(s, eye, upper=True, left=False)
 
 
-def _block_factors(blocks: Tensor) -> Tensor:
-    """T = S⁻¹ for each block of reflectors, S = diag(‖vᵢ‖²/2) + striu(V Vᵀ), batched.
-
-    ``blocks`` is (m, b, n), one block of b reflector rows each; T (m, b, b) is the block's
-    compact-WY factor: H(v₁)···H(v_b) = I − Vᵀ T V (LAPACK's larft).
-    """
-    return _factors_from_gram(blocks @ blocks.transpose(1, 2))
-
-
 def _diagonal_blocks(padded: Tensor, block: int) -> Tensor:
     """The (m, b, b) view of the diagonal blocks of a (m·b, w) matrix with w >= m·b."""
     m = padded.shape[0] // block
@@ -152,20 +143,23 @@ class _TriangularBlocks(torch.autograd.Function):
             padded[i * block:(i + 1) * block, :i * block] = 0.0
         _diagonal_blocks(padded, block).triu_()  # ... and below the diagonal inside it
         blocks = padded.view(m, block, -1)
-        factors = _block_factors(blocks)
-        tv = factors @ blocks
+        grams = vectors.new_empty(m, block, block)
+        for i in range(m):  # each block's Gram matrix over its non-zero columns only
+            torch.mm(blocks[i, :, i * block:n], blocks[i, :, i * block:n].mT, out=grams[i])
+        factors = _factors_from_gram(grams)
         c = torch.eye(n, dtype=vectors.dtype, device=vectors.device) if identity else right.clone()
         saved = [None] * m
         for i in reversed(range(m)):
             start = i * block
+            tv = factors[i] @ blocks[i, :, start:n]
             if identity:  # the window is diag(I, C') with C' the later blocks' product: R = [Tv₁, Tv₂C']
                 window, stop = c[start:, start:], min(start + block, n)
                 x = c[stop:, stop:].clone()
-                r = tv[i, :, start:n] if stop == n else torch.cat([tv[i, :, start:stop], tv[i, :, stop:n] @ x], 1)
+                r = tv if stop == n else torch.cat([tv[:, :stop - start], tv[:, stop - start:] @ x], 1)
             else:
                 window = c[start:]
                 x = window.clone()
-                r = tv[i, :, start:n] @ x
+                r = tv @ x
             window.addmm_(blocks[i, :, start:n].mT, r, alpha=-1)
             saved[i] = (r, x)
         ctx.save_for_backward(blocks, factors)
@@ -180,13 +174,12 @@ class _TriangularBlocks(torch.autograd.Function):
         m, block, _ = blocks.shape
         n = grad_c.shape[0]
         grad_c = grad_c.clone()
-        ttv = factors.transpose(1, 2) @ blocks
         grad_blocks = torch.zeros_like(blocks) if want_v else None
         ks = blocks.new_empty(m, block, block) if want_v else None
         for i, (r, x) in enumerate(ctx.saved_blocks):
             start = i * block
             g = grad_c[start:, start:] if identity else grad_c[start:]
-            y = ttv[i, :, start:n] @ g
+            y = factors[i].mT @ blocks[i, :, start:n] @ g
             if want_v:
                 torch.mm(y, r.mT, out=ks[i])
                 gv = grad_blocks[i, :, start:n]
@@ -201,7 +194,9 @@ class _TriangularBlocks(torch.autograd.Function):
             g.addmm_(blocks[i, :, start:n].mT, y, alpha=-1)
         grad_v = None
         if want_v:
-            grad_blocks.baddbmm_(_symmetric_from_upper(ks), blocks)
+            sym = _symmetric_from_upper(ks)
+            for i in range(m):
+                grad_blocks[i, :, i * block:n].addmm_(sym[i], blocks[i, :, i * block:n])
             grad_v = grad_blocks.view(m * block, -1)
             _diagonal_blocks(grad_v, block).triu_()
             grad_v = grad_v[:ctx.k, :n]
