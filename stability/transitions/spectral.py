@@ -9,10 +9,13 @@ Parameterization", ICML 2018.
 Reflector H_j acts on the last j coordinates: as in the official implementation the
 reflector vectors are the rows of an upper-triangular k×n matrix (row j is zero before
 column j) and are stored here by those free entries only. The pᵢ start at 0, so W starts
-with every σᵢ = σ*. V is materialized by the blocked triangular product
-(:func:`~stability.transitions.householder.triangular_householder_product`) and U's
-reflectors are applied to Σ Vᵀ block by block (:func:`svd_compose`): building W costs about
-two n×n GEMMs' worth of multiply-adds forward and backward, never a reflector per time step.
+with every σᵢ = σ*. :meth:`SpectralTransition.matrix` builds W in one autograd Function
+(:func:`~stability.transitions.wy.spectral_matrix`): the free entries go straight into the
+padded block layout, and U's and V's blocks act on diag(σ) from both sides at once, from the
+last block to the first (about 4n³/3 multiply-adds forward for k = n, twice that backward),
+never a reflector per time step. :func:`svd_compose` is the general form (any m×n, dense
+reflector matrices; used by :class:`~stability.constrained.SpectralMatrix`): V by the blocked
+triangular product, then U's blocks applied to Σ Vᵀ.
 
 With k = n the last row holds a single entry, and its "reflector" is diag(1, …, 1, −1)
 for any non-zero value (the identity for 0): the paper's H₁ sign choice.
