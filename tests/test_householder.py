@@ -147,6 +147,34 @@ def test_triangular_product_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b: triangular_householder_product(a.triu(), b, block=3), (v, right))
 
 
+@pytest.mark.parametrize("k,n,block", [(7, 7, 3), (4, 9, 3), (6, 11, 4), (5, 5, 5), (3, 8, 2)])
+def test_triangular_steps_gradcheck_blocks_not_dividing_n(k, n, block):
+    g = torch.Generator().manual_seed(10 * k + n)
+    v = torch.randn(k, n, generator=g, dtype=torch.float64).requires_grad_(True)
+    right = torch.randn(n, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: triangular_householder_product(a, block=block), (v,))
+    assert torch.autograd.gradcheck(lambda a, b: triangular_householder_product(a, b, block=block), (v, right))
+    fixed = right.detach()
+    assert torch.autograd.gradcheck(lambda a: triangular_householder_product(a, fixed, block=block), (v,))
+    fixed_v = v.detach()
+    assert torch.autograd.gradcheck(lambda b: triangular_householder_product(fixed_v, b, block=block), (right,))
+
+
+def test_triangular_steps_leave_right_and_upstream_gradient_unchanged():
+    g = torch.Generator().manual_seed(6)
+    v = torch.randn(9, 9, generator=g, dtype=torch.float64).triu().requires_grad_(True)
+    right = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    kept, up = right.detach().clone(), torch.randn(9, 4, generator=g, dtype=torch.float64)
+    up_kept = up.clone()
+    y = triangular_householder_product(v, right, block=2)
+    torch.autograd.grad(y, (v, right), up)
+    assert torch.equal(right.detach(), kept) and torch.equal(up, up_kept)
+    up_q = torch.randn(9, 9, generator=g, dtype=torch.float64)
+    up_q_kept = up_q.clone()
+    torch.autograd.grad(triangular_householder_product(v, block=2), v, up_q)
+    assert torch.equal(up_q, up_q_kept)
+
+
 @pytest.mark.parametrize("call,match", [
     (lambda: triangular_householder_product(torch.randn(5, 4)), r"k <= n"),
     (lambda: triangular_householder_product(torch.randn(3, 4), torch.randn(5, 2)), r"right must be a matrix with 4 rows"),
