@@ -99,135 +99,108 @@ def _factors_from_gram(s: Tensor) -> Tensor:
     return torch.linalg.solve_triangular(s, eye, upper=True, left=False)
 
 
-def _square_buffers(sides: list[int], like: Tensor, width: int | None = None) -> list[Tensor]:
-    """Views (w, width or w) for w in ``sides``, consecutive in one new uninitialized buffer."""
-    sizes = [w * (w if width is None else width) for w in sides]
-    buf = like.new_empty(sum(sizes))
-    return [b.view(w, w if width is None else width) for b, w in zip(buf.split(sizes), sides)]
+def _diagonal_blocks(padded: Tensor, block: int) -> Tensor:
+    """The (m, b, b) view of the diagonal blocks of a (m·b, w) matrix with w >= m·b."""
+    m = padded.shape[0] // block
+    row, col = padded.stride()
+    return padded.as_strided((m, block, block), (block * row + block * col, row, col), padded.storage_offset())
+
+
+def _symmetric_from_upper(k: Tensor) -> Tensor:
+    """striu(K) + striu(K)ᵀ + diag(K), batched over the leading dimension."""
+    m = k.triu(1)
+    m = m + m.transpose(1, 2)
+    m.diagonal(dim1=1, dim2=2).copy_(k.diagonal(dim1=1, dim2=2))
+    return m
 
 
 class _TriangularBlocks(torch.autograd.Function):
     """Blocked product of triangular-layout reflectors applied to a matrix, hand-written backward.
 
-    Blocks of b reflectors, Qᵢ = I − vᵢᵀ Tᵢ vᵢ (Tᵢ = S⁻¹, vᵢ the block's b × w vectors from
-    column s = i·b on, w = n − s), are applied from the last to the first; step i maps the
-    rows s.. of the operand, X, to Qᵢ X by two GEMMs: R = P X (P = T v), X − vᵀ R. Each step
-    writes its result (``addmm(out=)``) into the next step's input buffer, so every step's
-    input stays intact for the backward without a copy. With a ``right`` operand, step i's
-    input is [right's rows s..s+b; step i+1's result] (the last step reads ``right`` itself,
-    never written). With the identity it is diag(I_b, M) (M the later blocks' product,
-    the last step's input is I itself): R = [P₁, P₂ M] skips the identity part.
+    Blocks of b reflectors are applied from the last to the first. Block i (rows st..st+b of
+    the reflector matrix) acts on rows st.. of the operand C: with v its (b, N) vectors
+    (columns st..), T = S⁻¹ its compact-WY factor and X the window of C it reads,
 
-    Backward, step by step in forward order, with G = ∂L/∂(step output) (never written):
-    Y = (Tᵀ v) G (= −∂L/∂(vX)), K = Y Rᵀ (= ∂L/∂S), ∂v = K⁺ v − Y Xᵀ − R Gᵀ with
-    K⁺ = striu(K) + striu(K)ᵀ + diag(K), ∂X = G − vᵀ Y, written into its own buffer (with the
-    identity only its trailing part ∂M = G₂₂ − v₂ᵀ Y₂ is needed; with ``right`` the buffer is
-    ∂L/∂right itself, its rows s.. ∂X, the next step's G its rows s+b..).
+        R = (T v) X,  X ← X − vᵀ R.
+
+    With the identity as operand the window is also restricted to columns st..: the later
+    blocks leave it diag(I_b, C'), so X is kept as C' alone and the products with it skip
+    the identity part. Backward, block by block in forward order, with G the
+    window of ∂L/∂C: Y = (Tᵀ v) G (= −∂L/∂(vX)), K = Y Rᵀ (= ∂L/∂S),
+    ∂L/∂v = −Y Xᵀ − R Gᵀ + (striu(K) + striu(K)ᵀ + diag(K)) v, and G ← G − vᵀ Y.
+    T v, Tᵀ v and the last term are batched over the blocks.
     """
 
     @staticmethod
     def forward(ctx, vectors: Tensor, right: Tensor | None, block: int) -> Tensor:
         k, n = vectors.shape
+        identity = right is None
         m = -(-k // block)
-        # rows beyond k are zero (identities); row j is zero before column j (block i's
-        # columns before i·b are never read, those of its diagonal block made triangular)
-        padded = vectors.new_empty(m * block, n)
-        padded[:k] = vectors
-        padded[k:].zero_()
-        blocks = padded.view(m, block, n)
-        vs = [b_i[:, i * block:] for i, b_i in enumerate(blocks.unbind(0))]  # block i from column i·b on
+        # zero rows are identity reflectors; zero columns beyond n are never read
+        padded = vectors.new_zeros(m * block, max(n, m * block))
+        padded[:k, :n] = vectors
+        for i in range(1, m):  # the rows of block i are zero before column i·b ...
+            padded[i * block:(i + 1) * block, :i * block] = 0.0
+        _diagonal_blocks(padded, block).triu_()  # ... and below the diagonal inside it
+        blocks = padded.view(m, block, -1)
         grams = vectors.new_empty(m, block, block)
-        for v, gram in zip(vs, grams.unbind(0)):  # each block's Gram matrix over its non-zero columns only
-            v[:, :block].triu_()
-            torch.mm(v, v.mT, out=gram)
+        for i in range(m):  # each block's Gram matrix over its non-zero columns only
+            torch.mm(blocks[i, :, i * block:n], blocks[i, :, i * block:n].mT, out=grams[i])
         factors = _factors_from_gram(grams)
-        ts = factors.unbind(0)
-        sides = [n - i * block for i in range(m)]
+        c = torch.eye(n, dtype=vectors.dtype, device=vectors.device) if identity else right.clone()
         saved = [None] * m
-        if right is None:
-            xs = _square_buffers(sides[:-1], vectors)
-            for j, x in enumerate(xs):  # diag(I_b, ·): the next step writes the trailing part ...
-                if j == m - 2:  # ... over the identity (the last step's input)
-                    x.zero_()
-                else:
-                    x[:block].zero_()
-                    x[block:, :block].zero_()
-                x.diagonal().fill_(1.0)
-            for i in reversed(range(m)):
-                v = vs[i]
-                p = torch.mm(ts[i], v)
-                if i == m - 1:  # the input is the identity: R = P, and I − vᵀP written over I
-                    x, r = None, p
-                    out = (xs[i - 1][block:, block:] if i else torch.eye(n, dtype=vectors.dtype, device=vectors.device))
-                    out.addmm_(v.mT, p, alpha=-1)
-                    saved[i] = (r, x)
-                    continue
-                x = xs[i]
-                r = torch.empty_like(p)
-                r[:, :block] = p[:, :block]
-                torch.mm(p[:, block:], x[block:, block:], out=r[:, block:])
-                out = torch.addmm(x, v.mT, r, alpha=-1, out=xs[i - 1][block:, block:] if i else None)
-                saved[i] = (r, x)
-        else:
-            xs = _square_buffers(sides[:-1], vectors, right.shape[1])
-            for i, x in enumerate(xs):
-                x[:block] = right[i * block:(i + 1) * block]
-            for i in reversed(range(m)):
-                v = vs[i]
-                x = xs[i] if i < m - 1 else right[i * block:]
-                r = torch.mm(torch.mm(ts[i], v), x)
-                out = torch.addmm(x, v.mT, r, alpha=-1, out=xs[i - 1][block:] if i else None)
-                saved[i] = (r, x if i < m - 1 else None)
-        ctx.save_for_backward(blocks, factors, right)
-        ctx.steps, ctx.k, ctx.views = saved, k, vs
-        return out
+        for i in reversed(range(m)):
+            start = i * block
+            tv = factors[i] @ blocks[i, :, start:n]
+            if identity:  # the window is diag(I, C') with C' the later blocks' product: R = [Tv₁, Tv₂C']
+                window, stop = c[start:, start:], min(start + block, n)
+                x = c[stop:, stop:].clone()
+                r = tv if stop == n else torch.cat([tv[:, :stop - start], tv[:, stop - start:] @ x], 1)
+            else:
+                window = c[start:]
+                x = window.clone()
+                r = tv @ x
+            window.addmm_(blocks[i, :, start:n].mT, r, alpha=-1)
+            saved[i] = (r, x)
+        ctx.save_for_backward(blocks, factors)
+        ctx.saved_blocks, ctx.identity, ctx.k = saved, identity, k
+        return c
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_c: Tensor):
-        blocks, factors, right = ctx.saved_tensors
-        want_v, want_right = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        m, block, n = blocks.shape
-        neg = blocks.new_empty(m, block, n) if want_v else None  # minus the per-step parts of ∂v
+        blocks, factors = ctx.saved_tensors
+        identity, want_v = ctx.identity, ctx.needs_input_grad[0]
+        m, block, _ = blocks.shape
+        n = grad_c.shape[0]
+        grad_c = grad_c.clone()
+        grad_blocks = torch.zeros_like(blocks) if want_v else None
         ks = blocks.new_empty(m, block, block) if want_v else None
-        if right is None:
-            gs = _square_buffers([n - (i + 1) * block for i in range(m - 1)], blocks)
-        else:
-            grad_right = blocks.new_empty(right.shape)
-        g, vs, ts = grad_c, ctx.views, factors.mT.unbind(0)
-        negs = neg.unbind(0) if want_v else None
-        for i, (r, x) in enumerate(ctx.steps):
-            s, v = i * block, vs[i]
-            y = torch.mm(torch.mm(ts[i], v), g)
-            last = i == m - 1
+        for i, (r, x) in enumerate(ctx.saved_blocks):
+            start = i * block
+            g = grad_c[start:, start:] if identity else grad_c[start:]
+            y = factors[i].mT @ blocks[i, :, start:n] @ g
             if want_v:
-                nv = negs[i][:, s:]
-                if right is None and last:  # X = I
-                    nv.copy_(y)
-                elif right is None:  # X = diag(I_b, M)
-                    nv[:, :block] = y[:, :block]
-                    torch.mm(y[:, block:], x[block:, block:].mT, out=nv[:, block:])
-                else:
-                    torch.mm(y, (right[s:] if last else x).mT, out=nv)
-                nv.addmm_(r, g.mT)
                 torch.mm(y, r.mT, out=ks[i])
-            if right is None:
-                if not last:
-                    g = torch.addmm(g[block:, block:], v[:, block:].mT, y[:, block:], alpha=-1, out=gs[i])
-            elif i == 0:
-                g = torch.addmm(g, v.mT, y, alpha=-1, out=grad_right)[block:]
-            elif not last or want_right:
-                g = g.addmm_(v.mT, y, alpha=-1)[block:]
+                gv = grad_blocks[i, :, start:n]
+                if identity:  # X = diag(I, C')
+                    width = n - start - x.shape[0]
+                    gv[:, :width].sub_(y[:, :width])
+                    if x.shape[0]:
+                        gv[:, width:].addmm_(y[:, width:], x.mT, alpha=-1)
+                else:
+                    gv.addmm_(y, x.mT, alpha=-1)
+                gv.addmm_(r, g.mT, alpha=-1)
+            g.addmm_(blocks[i, :, start:n].mT, y, alpha=-1)
         grad_v = None
         if want_v:
-            sym = ks.triu()
-            sym += ks.triu(1).mT
-            for i, (nv, sym_i) in enumerate(zip(negs, sym.unbind(0))):  # ∂v = K⁺v − neg, zero before the diagonal
-                nv[:, :i * block].zero_()
-                nv = nv[:, i * block:].addmm_(sym_i, vs[i], beta=-1)
-                nv[:, :block].triu_()
-            grad_v = neg.view(m * block, n)[:ctx.k]
-        return grad_v, (grad_right if want_right else None), None
+            sym = _symmetric_from_upper(ks)
+            for i in range(m):
+                grad_blocks[i, :, i * block:n].addmm_(sym[i], blocks[i, :, i * block:n])
+            grad_v = grad_blocks.view(m * block, -1)
+            _diagonal_blocks(grad_v, block).triu_()
+            grad_v = grad_v[:ctx.k, :n]
+        return grad_v, (None if identity else grad_c), None
 
 
 def triangular_householder_product(vectors: Tensor, right: Tensor | None = None,
