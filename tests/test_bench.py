@@ -32,10 +32,10 @@ def test_quick_run_writes_every_output(tmp_path, capsys):
     assert list(rows[0]) == bench.CSV_COLUMNS
     names = bench._builtin_names()
     alternatives = [a for a in bench.ALTERNATIVES if bench.missing_package(a) is None]
-    # (a): 3 ratios; (b): a step ratio and a W share per transition, a step ratio per
+    # (a): 3 ratios + U and the spectral W against one GEMM at two sizes; (b): a step ratio and a W share per transition, a step ratio per
     # alternative; (c): the Jacobian curve on the closed and on the general path
-    assert len(rows) == 3 + 2 * len(names) + len(alternatives) + 2
-    assert sum(r["group"] == "a" for r in rows) == 3
+    assert len(rows) == 7 + 2 * len(names) + len(alternatives) + 2
+    assert sum(r["group"] == "a" for r in rows) == 7
     assert sorted(r["case"] for r in rows if r["group"] == "c") == ["probe_jacobian_decay",
                                                                    "probe_jacobian_decay_general"]
     for r in rows:

@@ -127,8 +127,41 @@ def reflector_cases(sizes: Sizes, device: torch.device, checks: dict) -> list[Ca
     checks["wy_vs_torch_householder_product_max_abs_diff"] = float((q1 - q2).detach().abs().max())
     checks["wy_vs_torch_householder_product_grad_max_rel_diff"] = float((g1 - g2).abs().max() / g2.abs().max())
 
-    return [Case(f"wy_{n}", wy), Case(f"sequential_{n}", sequential), Case(f"gemm_{n}", gemm),
-            Case(f"wy_{m}", wy_packed), Case(f"torch_householder_product_{m}", lapack)]
+    cases = [Case(f"wy_{n}", wy), Case(f"sequential_{n}", sequential), Case(f"gemm_{n}", gemm),
+             Case(f"wy_{m}", wy_packed), Case(f"torch_householder_product_{m}", lapack)]
+    return cases + _build_cases((n, m), device, gen)
+
+
+def _build_cases(sizes: tuple[int, ...], device: torch.device, gen: torch.Generator) -> list[Case]:
+    """Issue 20's W-build figures at each n: U from k = n triangular-layout reflectors (the
+    blocked product), the Spectral-RNN's whole W = U Σ Vᵀ (k = n), and one n×n GEMM, each
+    forward + backward."""
+    from ..transitions import create
+    from ..transitions.householder import triangular_householder_product
+
+    cases = []
+    for n in sizes:
+        vectors = _leaf((n, n), device, gen, torch.triu)
+        upstream = torch.randn(n, n, generator=gen).to(device)
+        a, b = _leaf((n, n), device, gen), _leaf((n, n), device, gen)
+        torch.manual_seed(3)
+        spectral = create("spectral", n, reflectors=n).to(device)
+
+        def gemm(a=a, b=b, upstream=upstream):
+            a.grad = b.grad = None
+            (a @ b).backward(upstream)
+
+        def triangular(vectors=vectors, upstream=upstream):
+            vectors.grad = None
+            triangular_householder_product(vectors).backward(upstream)
+
+        def spectral_w(t=spectral, upstream=upstream):
+            t.zero_grad(set_to_none=True)
+            t.matrix().backward(upstream)
+
+        cases += [Case(f"build_gemm_{n}", gemm), Case(f"build_triangular_u_{n}", triangular),
+                  Case(f"build_spectral_w_{n}", spectral_w)]
+    return cases
 
 
 def transition_options(name: str, n: int) -> dict:
