@@ -172,26 +172,24 @@ def _top_eigenvalue(gram: Tensor) -> Tensor:
     """
     a = gram.to(torch.float32)
     shrunk, squared = torch.empty_like(a), torch.empty_like(a)
-    lam, rows, i = None, None, 0
+    lam, index, done = None, None, 0  # index: where the matrices still going on sit in lam
     for stop in (*GRAM_EARLY_EXITS, GRAM_SQUARINGS):
-        for i in range(i, stop):
+        for i in range(done, stop):
             if i % 2 == 1:  # λ_max ≥ trace/k: two squarings keep it above k^-4 of the trace
                 trace = a.diagonal(dim1=1, dim2=2).sum(1).clamp_min_(torch.finfo(torch.float32).tiny)
                 a.div_(trace.view(-1, 1, 1))  # a is ``squared`` here, never the caller's gram
             torch.hardshrink(a, 1e-15, out=shrunk)
             a = torch.bmm(shrunk, shrunk, out=squared)
-        i = stop
+        done = stop
         rho, certified = _rayleigh(gram, a)
         if lam is None:
-            lam, rows = rho, torch.arange(rho.shape[0], device=rho.device)
+            lam, index = rho, torch.arange(rho.shape[0], device=rho.device)
         else:
-            lam[rows] = rho
-        if stop == GRAM_SQUARINGS:
+            lam[index] = rho
+        going_on = (~certified).nonzero().squeeze(1)
+        if stop == GRAM_SQUARINGS or going_on.numel() == 0:
             break
-        open_ = (~certified).nonzero().squeeze(1)
-        if open_.numel() == 0:
-            break
-        rows, gram, a = rows[open_], gram[open_], a[open_]
+        index, gram, a = index[going_on], gram[going_on], a[going_on]  # copies: a is no caller's tensor
         shrunk, squared = torch.empty_like(a), a
     return lam
 
