@@ -395,3 +395,60 @@ def test_sketch_dead_relu_gives_zero_norms():
         assert (later.spectral == 0).all() and (later.frobenius == 0).all()
         assert (later.log_spectral == -math.inf).all()
         assert (df[df.gap == 0].spectral - 1).abs().max() < 1e-12
+
+
+def unit_trace_psd(eigenvalues, seed):
+    """PSD matrices (N, k, k) with the given eigenvalues (N, k), in random orthonormal bases (float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.linalg.qr(torch.randn(*eigenvalues.shape, eigenvalues.shape[1], generator=gen,
+                                    dtype=torch.float64)).Q
+    lam = eigenvalues / eigenvalues.sum(1, keepdim=True)
+    return (q * lam.unsqueeze(1)) @ q.transpose(1, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_top_eigenvalue_early_exit_against_eigvalsh(dtype, monkeypatch):
+    """_top_eigenvalue's certified early exit (Kato–Temple after 2 squarings) against eigvalsh in
+    float64 and against the plain 5-squaring path: a lower bound, within the dtype's rounding of
+    λ_max where certified, and the plain path's numbers exactly where not."""
+    from stability.probes import jacobian_sketch as js
+    k, gen = 16, torch.Generator().manual_seed(3)
+    separated = torch.rand(200, k, generator=gen, dtype=torch.float64) * 0.02
+    separated[:, 0] = 1.0  # λ₂/λ₁ <= 0.02: certified after two squarings
+    close = torch.rand(200, k, generator=gen, dtype=torch.float64) * 0.1
+    close[:, :2] = torch.tensor([1.0, 0.97])  # λ₂/λ₁ = 0.97: goes on to five squarings
+    flat = torch.full((1, k), 1.0, dtype=torch.float64)  # I/k: every vector is an eigenvector
+    block = torch.zeros(1, k, k, dtype=torch.float64)  # the largest diagonal entry is not in the top block
+    block[0, :2, :2] = torch.tensor([[0.2, 0.19], [0.19, 0.2]])
+    block[0, 2, 2] = 0.25
+    block[0, 3:, 3:] = torch.eye(k - 3, dtype=torch.float64) * 0.35 / (k - 3)
+    gram = torch.cat([unit_trace_psd(separated, 0), unit_trace_psd(close, 1), unit_trace_psd(flat, 2), block,
+                      torch.zeros(1, k, k, dtype=torch.float64)]).to(dtype)
+    truth = torch.linalg.eigvalsh(gram.double())[:, -1]
+    lam = js._top_eigenvalue(gram)
+    eps = torch.finfo(dtype).eps
+    assert lam.dtype == torch.float64 and lam.shape == (403,)
+    assert (lam <= truth * (1 + 8 * eps) + 1e-300).all()  # a lower bound (up to rounding)
+    # separated: to the rounding of the float32 squarings that pick the vector (quadratic in it)
+    assert (lam[:200] >= truth[:200] * (1 - (8 * eps if dtype == torch.float32 else 1e-12))).all()
+    assert abs(lam[400] - 1 / k) < 8 * eps / k and abs(lam[401] - 0.39) < 1e-3 and lam[402] == 0
+    rho, certified = js._rayleigh(gram, _powered(gram, 2))
+    assert not certified[200:400].any()  # close eigenvalues: never certified after two squarings
+    if dtype == torch.float32:
+        assert certified[:200].all()
+    else:
+        assert certified[:200].any()
+    assert (rho[certified] >= truth[certified] * (1 - 16 * eps)).all()  # what is certified holds
+    monkeypatch.setattr(js, "GRAM_EARLY_EXITS", ())
+    plain = js._top_eigenvalue(gram)
+    assert torch.equal(lam[200:400], plain[200:400])  # not certified: the plain path's numbers
+    assert ((lam - plain).abs() <= 8 * eps * truth).all()
+
+
+def _powered(gram, squarings):
+    """G^(2^s) up to a positive factor, by plain squarings in float64 (the direction picker's input)."""
+    a = gram.double()
+    for _ in range(squarings):
+        a = a @ a
+        a = a / a.diagonal(dim1=1, dim2=2).sum(1).clamp_min(1e-300).view(-1, 1, 1)
+    return a.to(gram.dtype)

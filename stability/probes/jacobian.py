@@ -44,9 +44,10 @@ the same recursion
 rescaled the same way (per sample, in float32 if that is the model's dtype, the log-scale in
 float64; here every 32 steps, with a per-step fallback when a chunk leaves the safe range).
 Cost: B·n²·(k + m·256/T) flops per step instead of B·n³ (measured at n = 128, T = 1000, B = 8,
-one CPU thread: the whole curve ≈ 3.4 forward + backward passes of the model, of which the
-sweep's products ≈ 1.4 and the spectral bound ≈ 0.7; the exact method ≈ 33, half of it the
-tracked subspace; docs/probe-accuracy.md). Only a right-multiplied recursion
+one CPU thread: the whole curve ≈ 3.2–3.4 forward + backward passes of the model, of which
+the sweep's products ≈ 1.4 and the spectral bound ≈ 0.4; ``probes=8`` ≈ 2.2, ``probes=4`` ≈ 1.7
+at a measured loss of accuracy; the exact method ≈ 33, about 40% of it the tracked subspace;
+docs/probe-accuracy.md). Only a right-multiplied recursion
 fits one sweep, so F is fixed for the whole sweep: the sketch sees P_g only through span(F).
 F is
 
@@ -77,7 +78,8 @@ variance even for orthogonal P.
 *Spectral*: the largest singular value of the carried block with orthonormal rows,
 ‖Fᵀ P_g‖₂ = max over unit u ∈ span(F) of ‖uᵀ P_g‖ ≤ ‖P_g‖₂: a lower bound (up to float
 rounding), from the k × k Gram matrices Ŷ_g Ŷ_gᵀ (one batched product per chunk) by a
-Rayleigh quotient at a power-iterated vector (``_top_eigenvalue``). It is as good as the
+Rayleigh quotient at a power-iterated vector (``_top_eigenvalue``; after two squarings
+where a Kato–Temple bound certifies it to the dtype's rounding, else five). It is as good as the
 frame's overlap with the top left singular vector of P_g: a random frame alone would hold
 only ~k/n of it, hence the tracked subspace. ``probes >= n`` makes the frame complete (F is
 then an orthogonal matrix): the Frobenius norm is exact and the spectral norm exact up to
@@ -133,7 +135,9 @@ def jacobian_decay(model, x: Tensor, h0: Tensor | None = None, *, max_gap: int |
             or when ``spectral="exact"`` is asked for, the sketch otherwise.
         probes: the sketch's number k of carried directions (>= 1; k >= n makes it exact):
             min(block, k // 2) of them track the top left singular subspace, the rest are a
-            random frame of its complement for the Frobenius estimate.
+            random frame of its complement for the Frobenius estimate. The cost of the sweep
+            is about proportional to k; fewer than the default 16 lose accuracy on slowly
+            settling models (spectral, householder: docs/probe-accuracy.md, third round).
         seed: seeds the sketch's random directions (the result is deterministic for a seed;
             the global RNG is untouched).
         spectral: exact method only: how ‖P_g‖₂ is computed. ``"subspace"`` (default): exact
