@@ -128,11 +128,12 @@ class _SkewExpm7(torch.autograd.Function):
         ue = torch.add(b6, b4, alpha=c[5])  # Uₑ = A⁶ + c₅A⁴ + c₃A² + c₁I  (c₇ = 1)
         ue.add_(b2, alpha=c[3])
         ue.diagonal().add_(c[1])
-        p = torch.mul(b6, c[6])  # V = c₆A⁶ + c₄A⁴ + c₂A² + c₀I, then P = V + A·Uₑ
-        p.add_(b4, alpha=c[4])
-        p.add_(b2, alpha=c[2])
-        p.diagonal().add_(c[0])
-        p.addmm_(b, ue)
+        q = torch.mul(b6, c[6])  # V = c₆A⁶ + c₄A⁴ + c₂A² + c₀I, then Q = V − U = V − Uₑ·A
+        q.add_(b4, alpha=c[4])
+        q.add_(b2, alpha=c[2])
+        q.diagonal().add_(c[0])
+        q.addmm_(ue, b, alpha=-1.0)
+        p = q.mT  # P = V + U = Qᵀ, column-major as LAPACK takes it (no transposing copies)
         lu, pivots = torch.linalg.lu_factor(p)
         w = torch.linalg.lu_solve(lu, pivots, p, adjoint=True)  # (V − U)⁻¹(V + U) = P⁻ᵀP
         squared = [w]  # R, R², R⁴, ...: the factors of each squaring, R first
