@@ -180,7 +180,7 @@ def skew_expm(a: Tensor) -> Tensor:
     """
     if not isinstance(a, Tensor) or a.dim() != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"skew_expm needs a square matrix, got shape {tuple(getattr(a, 'shape', ()))}")
-    if a.diagonal().any() or not torch.equal(a[0], -a[:, 0]):  # a cheap probe, O(n)
+    if a.numel() and (a.diagonal().any() or not torch.equal(a[0], -a[:, 0])):  # a cheap probe, O(n)
         raise ValueError("skew_expm needs a skew-symmetric matrix (a = −aᵀ); its first row or diagonal is not")
     dtype = a.dtype
     if dtype == torch.float64:
