@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from stability.transitions.expm import pade_expm, skew_expm, squarings_for
+from stability.transitions.expm import _PADE, _SkewExpm7, _pade_expm, pade_expm, skew_expm, squarings_for
 from stability.transitions.orthogonal import ExpRNNTransition
 
 
@@ -62,8 +62,42 @@ def test_exprnn_default_is_float32_padé_and_orthogonal():
     assert (ref.matrix().double() - w).abs().max().item() < 5e-6
 
 
+@pytest.mark.parametrize("radius", [0.5, 3.0, 20.0, 100.0])
+def test_float32_path_gradient_is_autograds_along_skew_directions(radius):
+    """The hand-written backward (run in float64) against autograd through the same degree-7
+    Padé and squarings: equal in the skew part, which is all A = S − Sᵀ passes on."""
+    a = skew(64, radius, seed=5).requires_grad_(True)
+    up = torch.randn(64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    (got,) = torch.autograd.grad(_SkewExpm7.apply(a), a, up)
+    (full,) = torch.autograd.grad(_pade_expm(a, 7, _PADE[torch.float32][1]), a, up)
+    want = (full - full.T) / 2
+    assert (got + got.T).abs().max().item() == 0.0  # skew
+    assert ((got - want).abs().max() / want.abs().max()).item() < 1e-10
+    assert (full + full.T).abs().max() > 1e-3 * full.abs().max()  # the full one is not skew
+
+
+@pytest.mark.parametrize("radius", [0.5, 12.0])
+def test_float32_path_gradcheck_and_parameter_gradients(radius):
+    upper = skew(10, radius, seed=7).triu(1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda u: _SkewExpm7.apply(u - u.T), (upper,))
+    up = torch.randn(10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    (got,) = torch.autograd.grad(_SkewExpm7.apply(upper - upper.T), upper, up)
+    (want,) = torch.autograd.grad(_pade_expm(upper - upper.T, 7, _PADE[torch.float32][1]), upper, up)
+    assert ((got - want).abs().max() / want.abs().max()).item() < 1e-10
+
+
+@pytest.mark.parametrize("radius", [1.0, 30.0])
+def test_float32_path_matches_the_autograd_formula(radius):
+    a = skew(96, radius, seed=9, dtype=torch.float32)
+    plain = pade_expm(a).double()  # (V − U)⁻¹(V + U) and squarings, as autograd sees them
+    plain = plain + plain @ (torch.eye(96, dtype=torch.float64) - plain.T @ plain) / 2
+    assert (skew_expm(a).double() - plain).abs().max().item() < 3e-7 * max(1.0, radius / 10)  # as far as either is from expm
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="square matrix"):
         skew_expm(torch.randn(3, 4))
+    with pytest.raises(ValueError, match="skew-symmetric"):
+        skew_expm(torch.randn(3, 3))
     with pytest.raises(TypeError, match="float32 or float64"):
         pade_expm(torch.zeros(3, 3, dtype=torch.int64))
