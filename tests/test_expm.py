@@ -101,3 +101,20 @@ def test_bad_input():
         skew_expm(torch.randn(3, 3))
     with pytest.raises(TypeError, match="float32 or float64"):
         pade_expm(torch.zeros(3, 3, dtype=torch.int64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("radius", [0.5, 20.0])
+def test_float32_path_on_cuda_matches_the_cpu(radius):
+    a = skew(256, radius, seed=5, dtype=torch.float32)
+    upstream = torch.randn(256, 256, generator=torch.Generator().manual_seed(6))
+    results = []
+    for device in ("cpu", "cuda"):
+        leaf = a.to(device).requires_grad_(True)
+        w = skew_expm(leaf)
+        results.append((w, torch.autograd.grad(w, leaf, upstream.to(device))[0]))
+    (w_cpu, g_cpu), (w_cuda, g_cuda) = results
+    assert (w_cuda.cpu() - w_cpu).abs().max().item() < 1e-4
+    assert (g_cuda.cpu() - g_cpu).abs().max().item() < 1e-3 * g_cpu.abs().max().item()
+    eye = torch.eye(256, dtype=torch.float64)
+    assert (w_cuda.cpu().double().T @ w_cuda.cpu().double() - eye).abs().max().item() < 1e-6

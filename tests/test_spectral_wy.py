@@ -90,3 +90,17 @@ def test_spectral_transition_matrix_equals_svd_compose_with_the_same_gradients()
 def test_bad_input_is_refused_clearly(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("k,n,block", [(9, 9, 4), (100, 130, None), (256, 256, None)])
+def test_cuda_matches_the_cpu(k, n, block):
+    u, sigma, v, _ = random_reflectors(k, n, seed=11)
+    upstream = torch.randn(n, n, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    results = []
+    for device in ("cpu", "cuda"):
+        inputs = [t.to(device).requires_grad_(True) for t in (u, sigma, v)]
+        w = spectral_matrix(*inputs, k, block)
+        results.append([w, *torch.autograd.grad(w, inputs, upstream.to(device))])
+    for cpu, cuda in zip(*results):
+        assert (cuda.cpu() - cpu).abs().max().item() < 1e-10 * max(1.0, cpu.abs().max().item())
