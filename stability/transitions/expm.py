@@ -190,7 +190,8 @@ def skew_expm(a: Tensor) -> Tensor:
     :func:`pade_expm`, then one Newton–Schulz step W(3I − WᵀW)/2 whose backward is the
     identity (see the module docstring). Other dtypes are computed in float32. In float32
     the gradient is the one along skew directions (``_SkewExpm7``): the skew part of the
-    full one, which is all that reaches the parameters of A = S − Sᵀ.
+    full one, which is all that reaches the parameters of A = S − Sᵀ; first order, torch.func.grad
+    and vjp included (not vmap: the squarings are chosen from the values).
     """
     if not isinstance(a, Tensor) or a.dim() != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"skew_expm needs a square matrix, got shape {tuple(getattr(a, 'shape', ()))}")

@@ -237,7 +237,8 @@ def triangular_householder_product(vectors: Tensor, right: Tensor | None = None,
     first, each to the trailing part only (LAPACK's dorgqr order): about 2n³/3 multiply-adds
     for k = n against the full compact form's 2.5n³, all in GEMMs of inner size ``block``.
     ``right`` (n, m) is multiplied in without forming the product (about n²m multiply-adds).
-    Hand-written backward (:class:`_TriangularBlocks`); first-order gradients only.
+    Hand-written backward (:class:`_TriangularBlocks`); first-order gradients only (torch.func.grad
+    and vjp included; not vmap, nor jacrev's default vmap over the rows: ``chunk_size=1`` works).
     """
     _check_vectors(vectors)
     k, n = vectors.shape

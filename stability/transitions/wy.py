@@ -156,7 +156,8 @@ def spectral_matrix(u_values: Tensor, sigma: Tensor, v_values: Tensor, k: int, b
     ``torch.triu_indices(k, n)`` order (:class:`~stability.transitions.spectral.TriangularReflectors`);
     U = H(u₀)···H(u_{k−1}), V likewise. Equals ``svd_compose`` of the dense matrices (tested in
     float64). Blocks of ``block`` reflectors (default as ``triangular_householder_product``);
-    hand-written backward, first-order gradients only.
+    hand-written backward, first-order gradients only (torch.func.grad and vjp included; not vmap,
+    nor jacrev's default vmap over the rows: ``chunk_size=1`` works).
     """
     if sigma.dim() != 1 or sigma.shape[0] < 1:
         raise ValueError(f"sigma must be a vector of n >= 1 singular values, got shape {tuple(sigma.shape)}")
