@@ -68,7 +68,7 @@ def test_float32_path_gradient_is_autograds_along_skew_directions(radius):
     Padé and squarings: equal in the skew part, which is all A = S − Sᵀ passes on."""
     a = skew(64, radius, seed=5).requires_grad_(True)
     up = torch.randn(64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
-    (got,) = torch.autograd.grad(_SkewExpm7.apply(a), a, up)
+    (got,) = torch.autograd.grad(_SkewExpm7.apply(a)[0], a, up)
     (full,) = torch.autograd.grad(_pade_expm(a, 7, _PADE[torch.float32][1]), a, up)
     want = (full - full.T) / 2
     assert (got + got.T).abs().max().item() == 0.0  # skew
@@ -79,9 +79,9 @@ def test_float32_path_gradient_is_autograds_along_skew_directions(radius):
 @pytest.mark.parametrize("radius", [0.5, 12.0])
 def test_float32_path_gradcheck_and_parameter_gradients(radius):
     upper = skew(10, radius, seed=7).triu(1).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda u: _SkewExpm7.apply(u - u.T), (upper,))
+    assert torch.autograd.gradcheck(lambda u: _SkewExpm7.apply(u - u.T)[0], (upper,))
     up = torch.randn(10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
-    (got,) = torch.autograd.grad(_SkewExpm7.apply(upper - upper.T), upper, up)
+    (got,) = torch.autograd.grad(_SkewExpm7.apply(upper - upper.T)[0], upper, up)
     (want,) = torch.autograd.grad(_pade_expm(upper - upper.T, 7, _PADE[torch.float32][1]), upper, up)
     assert ((got - want).abs().max() / want.abs().max()).item() < 1e-10
 

@@ -39,6 +39,45 @@ def test_gradcheck_matrix(name):
     assert torch.autograd.gradcheck(fn, inputs)
 
 
+def _w_and_params(name, n, dtype, seed=3):
+    torch.manual_seed(seed)
+    t = T.create(name, n).to(dtype)
+    params = {k: p.detach().clone() for k, p in t.named_parameters()}
+    for p in params.values():  # off the init's special points (identity reflectors, p = 0, ...)
+        p.add_(0.1 * torch.randn_like(p))
+    return (lambda values: torch.func.functional_call(t, values, ())), params
+
+
+@pytest.mark.parametrize("name, n, dtype", [(name, 6, torch.float64) for name in BUILTINS]
+                         + [("spectral", 70, torch.float64), ("exprnn", 6, torch.float32)])
+def test_torch_func_grad_of_w_equals_autograd(name, n, dtype):
+    """torch.func.grad over every W (the hand-written Functions included: spectral at n = 70
+    has two blocks of reflectors, exprnn in float32 uses _SkewExpm7) gives autograd's gradient."""
+    w_of, params = _w_and_params(name, n, dtype)
+    weight = torch.randn(n, n, dtype=dtype, generator=torch.Generator().manual_seed(4))
+    loss = lambda values: (w_of(values) * weight).sum() + w_of(values).square().sum()  # noqa: E731
+    got = torch.func.grad(loss)(params)
+    leaves = {k: p.clone().requires_grad_(True) for k, p in params.items()}
+    want = torch.autograd.grad(loss(leaves), list(leaves.values()))
+    assert got.keys() == leaves.keys()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5  # func and autograd may round differently
+    for (key, g), w in zip(got.items(), want):
+        assert w.abs().max() > 0, key
+        torch.testing.assert_close(g, w, rtol=tol, atol=tol * w.abs().max().item(), msg=key)
+
+
+def test_torch_func_jacrev_of_spectral_w_equals_autograd():
+    """Row by row (chunk_size=1): the hand-written backwards write into buffers (out=), which
+    vmap, jacrev's default over the rows, does not support."""
+    w_of, params = _w_and_params("spectral", 5, torch.float64)
+    names = list(params)
+    got = torch.func.jacrev(w_of, chunk_size=1)(params)
+    want = torch.autograd.functional.jacobian(
+        lambda *values: w_of(dict(zip(names, values))), tuple(params.values()))
+    for key, w in zip(names, want):
+        torch.testing.assert_close(got[key], w, rtol=1e-12, atol=1e-14, msg=key)
+
+
 @pytest.mark.parametrize("name", BUILTINS)
 def test_singular_values_match_svdvals(name):
     torch.manual_seed(1)

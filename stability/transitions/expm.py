@@ -27,6 +27,8 @@ import math
 import torch
 from torch import Tensor
 
+from .householder import _signature_cached
+
 # Padé degree and its θₘ (the largest ‖2⁻ˢA‖₁ at which r_m meets the unit roundoff), Higham 2005
 _PADE = {
     torch.float32: (7, 3.925724783138660),
@@ -114,6 +116,7 @@ def _gram_minus_eye(w: Tensor) -> Tensor:
     return gram.to(w.dtype)
 
 
+@_signature_cached
 class _SkewExpm7(torch.autograd.Function):
     """Degree-7 Padé + squarings + Newton–Schulz for a skew ``a``, with a hand-written backward.
 
@@ -126,7 +129,7 @@ class _SkewExpm7(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor) -> Tensor:
+    def forward(a: Tensor) -> tuple[Tensor, ...]:
         c = _COEFFS[7]
         s, (b, b2, b4, b6) = _scaled_powers(a, _PADE[torch.float32][1])
         ue = torch.add(b6, b4, alpha=c[5])  # Uₑ = A⁶ + c₅A⁴ + c₃A² + c₁I  (c₇ = 1)
@@ -144,13 +147,24 @@ class _SkewExpm7(torch.autograd.Function):
         for _ in range(s):
             squared.append(squared[-1] @ squared[-1])
         w = squared.pop()
-        ctx.scale = 2.0 ** -s
-        ctx.save_for_backward(b, b2, b4, ue, lu, pivots, *(squared or [w]))
-        # W + W(I − WᵀW)/2: one Newton–Schulz step, the identity on the tangent space
-        return torch.addmm(w, w, _gram_minus_eye(w), alpha=-0.5)
+        # W + W(I − WᵀW)/2: one Newton–Schulz step, the identity on the tangent space; then what
+        # the backward needs, returned (non-differentiable) rather than copied, B as None when it is A
+        return (torch.addmm(w, w, _gram_minus_eye(w), alpha=-0.5), s, None if b is a else b,
+                b2, b4, ue, lu, pivots, *(squared or [w]))
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
+    def setup_context(ctx, inputs, output) -> None:
+        (a,) = inputs
+        _, s, b, *saved = output
+        ctx.mark_non_differentiable(*(saved if b is None else [b, *saved]))
+        ctx.set_materialize_grads(False)  # no zero gradients made up for the extra outputs
+        ctx.scale = 2.0 ** -s
+        ctx.save_for_backward(a if b is None else b, *saved)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor | None, *_grad_intermediates) -> Tensor | None:
+        if grad is None:  # no gradient reached W (grads are not materialized: see setup_context)
+            return None
         c = _COEFFS[7]
         b, b2, b4, ue, lu, pivots, *squared = ctx.saved_tensors
         r = squared[0]  # the Padé result R
@@ -176,7 +190,8 @@ def skew_expm(a: Tensor) -> Tensor:
     :func:`pade_expm`, then one Newton–Schulz step W(3I − WᵀW)/2 whose backward is the
     identity (see the module docstring). Other dtypes are computed in float32. In float32
     the gradient is the one along skew directions (``_SkewExpm7``): the skew part of the
-    full one, which is all that reaches the parameters of A = S − Sᵀ.
+    full one, which is all that reaches the parameters of A = S − Sᵀ; first order, torch.func.grad
+    and vjp included (not vmap: the squarings are chosen from the values).
     """
     if not isinstance(a, Tensor) or a.dim() != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"skew_expm needs a square matrix, got shape {tuple(getattr(a, 'shape', ()))}")
@@ -188,4 +203,4 @@ def skew_expm(a: Tensor) -> Tensor:
         with torch.no_grad():
             correction = torch.mm(w.detach(), _gram_minus_eye(w.detach())).mul_(-0.5)
         return w + correction
-    return _SkewExpm7.apply(a.float()).to(dtype)
+    return _SkewExpm7.apply(a.float())[0].to(dtype)

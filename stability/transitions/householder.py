@@ -15,6 +15,8 @@ one-coordinate reflector is either the identity or a sign flip; see
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -27,6 +29,13 @@ def _check_vectors(vectors: Tensor) -> None:
         raise ValueError(f"vectors must have shape (k, n), got shape {tuple(vectors.shape)}")
     if vectors.shape[0] < 1 or vectors.shape[1] < 1:
         raise ValueError(f"vectors must hold at least one reflector of size >= 1, got shape {tuple(vectors.shape)}")
+
+
+def _signature_cached(function_class: type) -> type:
+    """An autograd.Function with setup_context binds its arguments to forward's signature on every
+    apply; this computes the signature once (about 10 µs a call otherwise)."""
+    function_class.forward.__signature__ = inspect.signature(function_class.forward)
+    return function_class
 
 
 class _CompactWY(torch.autograd.Function):
@@ -114,6 +123,7 @@ def _symmetric_from_upper(k: Tensor) -> Tensor:
     return m
 
 
+@_signature_cached
 class _TriangularBlocks(torch.autograd.Function):
     """Blocked product of triangular-layout reflectors applied to a matrix, hand-written backward.
 
@@ -132,7 +142,7 @@ class _TriangularBlocks(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, vectors: Tensor, right: Tensor | None, block: int) -> Tensor:
+    def forward(vectors: Tensor, right: Tensor | None, block: int) -> tuple[Tensor, ...]:
         k, n = vectors.shape
         identity = right is None
         m = -(-k // block)
@@ -162,13 +172,25 @@ class _TriangularBlocks(torch.autograd.Function):
                 r = tv @ x
             window.addmm_(blocks[i, :, start:n].mT, r, alpha=-1)
             saved[i] = (r, x)
+        # and what the backward needs (torch.func runs forward and setup_context apart); the
+        # blocks' tensors in one list, a plain object to autograd: no per-tensor output cost
+        return c, blocks, factors, saved
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        vectors, right, _ = inputs
+        _, blocks, factors, saved = output
+        ctx.mark_non_differentiable(blocks, factors)
+        ctx.set_materialize_grads(False)  # no zero gradients made up for the extra outputs
         ctx.save_for_backward(blocks, factors)
-        ctx.saved_blocks, ctx.identity, ctx.k = saved, identity, k
-        return c
+        ctx.saved_blocks = saved
+        ctx.identity, ctx.k = right is None, vectors.shape[0]
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_c: Tensor):
+    def backward(ctx, grad_c: Tensor | None, *_grad_intermediates):
+        if grad_c is None:  # no gradient reached the product (not materialized: see setup_context)
+            return None, None, None
         blocks, factors = ctx.saved_tensors
         identity, want_v = ctx.identity, ctx.needs_input_grad[0]
         m, block, _ = blocks.shape
@@ -215,7 +237,8 @@ def triangular_householder_product(vectors: Tensor, right: Tensor | None = None,
     first, each to the trailing part only (LAPACK's dorgqr order): about 2n³/3 multiply-adds
     for k = n against the full compact form's 2.5n³, all in GEMMs of inner size ``block``.
     ``right`` (n, m) is multiplied in without forming the product (about n²m multiply-adds).
-    Hand-written backward (:class:`_TriangularBlocks`); first-order gradients only.
+    Hand-written backward (:class:`_TriangularBlocks`); first-order gradients only (torch.func.grad
+    and vjp included; not vmap, nor jacrev's default vmap over the rows: ``chunk_size=1`` works).
     """
     _check_vectors(vectors)
     k, n = vectors.shape
@@ -227,7 +250,7 @@ def triangular_householder_product(vectors: Tensor, right: Tensor | None = None,
         block = _block_size(n)
     elif isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise ValueError(f"block={block!r} must be an int >= 1")
-    return _TriangularBlocks.apply(vectors, right, block)
+    return _TriangularBlocks.apply(vectors, right, block)[0]
 
 
 def householder_product_reference(vectors: Tensor) -> Tensor:

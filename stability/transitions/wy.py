@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .householder import _block_size, _factors_from_gram
+from .householder import _block_size, _factors_from_gram, _signature_cached
 
 
 @functools.lru_cache(maxsize=64)
@@ -64,11 +64,12 @@ def _layout(k: int, n: int, block: int, device: torch.device):
     return flat.to(device), sigma_pos.to(device), tuple(sides), offsets[-1]
 
 
+@_signature_cached
 class _SpectralSteps(torch.autograd.Function):
     """U diag(σ) Vᵀ from the free reflector entries by two-sided block steps (module docstring)."""
 
     @staticmethod
-    def forward(ctx, u_values: Tensor, sigma: Tensor, v_values: Tensor, k: int, block: int) -> Tensor:
+    def forward(u_values: Tensor, sigma: Tensor, v_values: Tensor, k: int, block: int) -> tuple[Tensor, ...]:
         n = sigma.shape[0]
         m = -(-k // block)
         flat, sigma_pos, sides, total = _layout(k, n, block, sigma.device)
@@ -83,7 +84,7 @@ class _SpectralSteps(torch.autograd.Function):
         xbuf = sigma.new_zeros(total)
         xbuf.index_copy_(0, sigma_pos, sigma)
         xs = [x.view(w, w) for x, w in zip(xbuf.split([w * w for w in sides]), sides)]
-        saved = [None] * m
+        steps = [None] * m
         blocks_t = blocks.mT
         for i in reversed(range(m)):
             s = i * block
@@ -96,14 +97,26 @@ class _SpectralSteps(torch.autograd.Function):
                 out = torch.addmm(a, sv, blocks[i, 1, :, s:], alpha=-1, out=xs[i - 1][block:, block:])
             else:
                 out = torch.addmm(a, sv, blocks[i, 1, :, s:], alpha=-1)
-            saved[i] = (x, r, a, sv)
+            steps[i] = (x, r, a, sv)
+        # and what the backward needs (torch.func runs forward and setup_context apart); the
+        # steps' tensors in one list, a plain object to autograd: no per-tensor output cost
+        return out, blocks, factors, steps
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, sigma, _, k, block = inputs
+        _, blocks, factors, steps = output
+        ctx.mark_non_differentiable(blocks, factors)
+        ctx.set_materialize_grads(False)  # no zero gradients made up for the extra outputs
         ctx.save_for_backward(blocks, factors)
-        ctx.steps, ctx.layout = saved, (flat, sigma_pos, sides, total)
-        return out
+        ctx.steps = steps
+        ctx.layout = _layout(k, sigma.shape[0], block, sigma.device)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_w: Tensor):
+    def backward(ctx, grad_w: Tensor | None, *_grad_intermediates):
+        if grad_w is None:  # no gradient reached W (grads are not materialized: see setup_context)
+            return None, None, None, None, None
         blocks, factors = ctx.saved_tensors
         flat, sigma_pos, sides, total = ctx.layout
         m, _, block, n = blocks.shape
@@ -143,7 +156,8 @@ def spectral_matrix(u_values: Tensor, sigma: Tensor, v_values: Tensor, k: int, b
     ``torch.triu_indices(k, n)`` order (:class:`~stability.transitions.spectral.TriangularReflectors`);
     U = H(u₀)···H(u_{k−1}), V likewise. Equals ``svd_compose`` of the dense matrices (tested in
     float64). Blocks of ``block`` reflectors (default as ``triangular_householder_product``);
-    hand-written backward, first-order gradients only.
+    hand-written backward, first-order gradients only (torch.func.grad and vjp included; not vmap,
+    nor jacrev's default vmap over the rows: ``chunk_size=1`` works).
     """
     if sigma.dim() != 1 or sigma.shape[0] < 1:
         raise ValueError(f"sigma must be a vector of n >= 1 singular values, got shape {tuple(sigma.shape)}")
@@ -159,4 +173,4 @@ def spectral_matrix(u_values: Tensor, sigma: Tensor, v_values: Tensor, k: int, b
         block = _block_size(n)
     elif isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise ValueError(f"block={block!r} must be an int >= 1")
-    return _SpectralSteps.apply(u_values, sigma, v_values, k, block)
+    return _SpectralSteps.apply(u_values, sigma, v_values, k, block)[0]
