@@ -40,7 +40,6 @@ from .checks import check_choice, check_readout, check_sequence_input, check_siz
 
 #: initializations of the input map and readout (see the module docstring)
 INPUT_INITS = ("torch", "glorot", "official")
-#: what the readout reads: every step's state on its own ("last") or all steps' states at once ("all")
 #: steps of δ the fused backward keeps at once (FusedNetwork's ring)
 FUSED_CHUNK = 64
 #: the official readout's truncated normal: standard deviation, cut at ±2σ (TensorFlow's truncated_normal)

@@ -116,10 +116,9 @@ def _diagonal_blocks(padded: Tensor, block: int) -> Tensor:
 
 
 def _symmetric_from_upper(k: Tensor) -> Tensor:
-    """striu(K) + striu(K)ᵀ + diag(K), batched over the leading dimension."""
-    m = k.triu(1)
-    m = m + m.transpose(1, 2)
-    m.diagonal(dim1=1, dim2=2).copy_(k.diagonal(dim1=1, dim2=2))
+    """striu(K) + striu(K)ᵀ + diag(K) = triu(K) + striu(K)ᵀ, batched over the leading dimensions."""
+    m = k.triu()
+    m += k.triu(1).mT
     return m
 
 

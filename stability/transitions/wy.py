@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .householder import _block_size, _factors_from_gram, _signature_cached
+from .householder import _block_size, _factors_from_gram, _signature_cached, _symmetric_from_upper
 
 
 @functools.lru_cache(maxsize=64)
@@ -160,8 +160,7 @@ class _SpectralSteps(torch.autograd.Function):
             torch.mm(yu, x.mT, out=neg_u).addmm_(r, ga.mT)
             torch.mm(yu, r.mT, out=k_i[0])
             ga.addmm_(u.mT, yu, alpha=-1)
-        sym = ks.triu()
-        sym += ks.triu(1).mT
+        sym = _symmetric_from_upper(ks)
         for neg_i, sym_i, (*_, b_i, _u, _v) in zip(negs, sym.unbind(0), ctx.steps):
             neg_i.baddbmm_(sym_i, b_i, beta=-1)
         grad_values = neg.index_select(0, flat)
