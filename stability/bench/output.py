@@ -81,10 +81,10 @@ def _reflector_figures(cases, sizes, device, full) -> list[dict]:
                f"n=k={m}", device, full),
     ] + [row for k in (n, m) for row in (  # issue 20's W-build targets
         figure("a", f"U from k = n triangular reflectors (blocked) / one {k}x{k} matrix product (fwd+bwd)",
-               cases[f"build_triangular_u_{k}"], cases[f"build_gemm_{k}"], "<= 2", lambda r: r <= 2,
+               cases[f"build_triangular_u_{k}"], cases[f"gemm_{k}"], "<= 2", lambda r: r <= 2,
                f"n=k={k}", device, full),
         figure("a", f"Spectral-RNN W = U Σ Vᵀ (k = n) / one {k}x{k} matrix product (fwd+bwd)",
-               cases[f"build_spectral_w_{k}"], cases[f"build_gemm_{k}"], "<= 4", lambda r: r <= 4,
+               cases[f"build_spectral_w_{k}"], cases[f"gemm_{k}"], "<= 4", lambda r: r <= 4,
                f"n=k={k}", device, full))]
 
 
