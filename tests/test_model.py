@@ -253,3 +253,48 @@ def test_backward_flushes_subnormals_only_while_it_runs():
         assert _denormals_flushed()  # a mode the caller set stays set
     finally:
         torch.set_flush_denormal(False)
+
+
+@pytest.mark.parametrize("dtype, ulps", [(torch.float32, 2.0), (torch.float64, 1.0)])
+def test_engine_tanh_against_correctly_rounded_tanh(dtype, ulps):
+    """The fused forward's in-place tanh (NumPy's on the CPU) against tanh in float64 rounded
+    (float32) or mpmath's (float64 on a sample): within ``ulps`` units in the last place,
+    over magnitudes from 1e-6 to 30 and the special values, in place, through a strided view."""
+    import numpy as np
+
+    from stability.recurrence import tanh_
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(20_000, generator=gen, dtype=torch.float64) * s for s in (1e-6, 1e-3, 0.1, 1, 3, 30)])
+    special = torch.tensor([0.0, -0.0, 1e-40, -1e-40, 9.0, 20.0, -20.0, 89.0, math.inf, -math.inf])
+    x = torch.cat([x, special.double()]).to(dtype)
+    if dtype == torch.float32:
+        ref = torch.tanh(x.double())  # exact to float64: far finer than float32's ulp
+    else:
+        import mpmath
+        x = x[::20].contiguous()
+        ref = torch.tensor([float(mpmath.tanh(mpmath.mpf(float(v)))) for v in x], dtype=torch.float64)
+    y = x.clone()
+    assert tanh_(y) is y
+    ulp = torch.from_numpy(np.spacing(np.abs(ref.to(dtype).numpy()))).double()
+    err = ((y.double() - ref).abs() / ulp).max().item()
+    assert err <= ulps, f"max error {err:.2f} ulp"
+    assert tanh_(torch.tensor([math.nan], dtype=dtype)).isnan().all()
+    grid = x[:64].view(8, 8).clone()
+    view = grid[:, ::2]  # not contiguous: NumPy works on the same strided memory
+    tanh_(view)
+    assert torch.equal(grid[:, 1::2], x[:64].view(8, 8)[:, 1::2])
+    assert ((view.double() - ref[:64].view(8, 8)[:, ::2]).abs() / ulp[:64].view(8, 8)[:, ::2]).max() <= ulps
+
+
+def test_engine_tanh_falls_back_to_torch_outside_numpy():
+    """Half precision and tensors that require grad take torch.tanh_ (bitwise its result)."""
+    from stability.recurrence import tanh_
+
+    x = torch.linspace(-4, 4, 101)
+    half = x.half()
+    assert torch.equal(tanh_(half.clone()), torch.tanh(half))
+    leaf = x.clone().requires_grad_()
+    y = tanh_(leaf * 1.0)  # non-leaf in a graph: autograd's in-place tanh
+    y.sum().backward()
+    assert torch.allclose(leaf.grad, 1 - torch.tanh(x) ** 2, atol=1e-6)
