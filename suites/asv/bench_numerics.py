@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 
 from .bench_probes import build_case, probe_functions
-from .common import DEVICES, builtin_transitions, make_model, prepare, sequence_batch, train_step
+from .common import BUILTIN_TRANSITIONS, DEVICES, make_model, prepare, require_transition, sequence_batch, train_step
 
-ORTHOGONAL = [t for t in builtin_transitions() if t in ("exprnn", "cayley", "householder")]
+ORTHOGONAL = ["cayley", "exprnn", "householder"]
 
 
 class Orthogonality:
@@ -40,13 +40,14 @@ class Orthogonality:
 
 
 class GradientHalfLife:
-    params = (builtin_transitions(), DEVICES)
+    params = (BUILTIN_TRANSITIONS, DEVICES)
     param_names = ["transition", "device"]
     timeout = 240
     unit = "steps"
 
     def setup(self, transition, device):
         self.device = prepare(device)
+        require_transition(transition)
         self.jacobian_decay, self.half_life = probe_functions()
 
     def track_half_life_at_init(self, transition, device):
@@ -55,13 +56,14 @@ class GradientHalfLife:
 
 
 class EngineAgreement:
-    params = (builtin_transitions(), ["fused", "native"], DEVICES)
+    params = (BUILTIN_TRANSITIONS, ["fused", "native"], DEVICES)
     param_names = ["transition", "engine", "device"]
     timeout = 240
     unit = "relative"
 
     def setup(self, transition, engine, device):
         self.device = prepare(device)
+        require_transition(transition)
 
     def track_gradient_difference_vs_loop(self, transition, engine, device):
         model = make_model(transition, 64, self.device, seed=0)

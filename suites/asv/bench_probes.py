@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import DEVICES, builtin_transitions, cached, clock, make_model, prepare, sequence_batch, sync
+from .common import BUILTIN_TRANSITIONS, DEVICES, cached, clock, make_model, prepare, sequence_batch, sync
 
 HIDDEN, STEPS, BATCH = 128, 100, 8
 
@@ -29,7 +29,7 @@ def build_case(transition: str, device: torch.device):
 
 class JacobianDecay:
     """Wall time of one Jacobian decay probe (norms of dh_T/dh_t along one trajectory)."""
-    params = (builtin_transitions(), DEVICES)
+    params = (BUILTIN_TRANSITIONS, DEVICES)
     param_names = ["transition", "device"]
     timer = staticmethod(clock)
     timeout = 240

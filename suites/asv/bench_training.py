@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import torch
 
-from .common import (ALTERNATIVES, BATCH, DEVICES, TORCH_RNN, builtin_transitions, cached, clock, make_model,
+from .common import (ALTERNATIVES, BATCH, BUILTIN_TRANSITIONS, DEVICES, TORCH_RNN, cached, clock, make_model,
                      prepare, sequence_batch, sync, train_step)
 
-MODELS = builtin_transitions() + [TORCH_RNN] + ALTERNATIVES
+MODELS = BUILTIN_TRANSITIONS + [TORCH_RNN] + ALTERNATIVES
 STEPS = [100, 1000]
 SIZES = [64, 128, 256, 512]
 

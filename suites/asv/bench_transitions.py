@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import torch
 
-from .common import DEVICES, builtin_transitions, cached, clock, prepare, reflector_count, sync, takes_reflectors
+from .common import (BUILTIN_TRANSITIONS, DEVICES, REFLECTED_TRANSITIONS, cached, clock, prepare, reflector_count,
+                     require_transition, sync)
 
 SIZES = [64, 256, 1024]
-_ALL = builtin_transitions()
-PLAIN = [t for t in _ALL if not takes_reflectors(t)]
-REFLECTED = [t for t in _ALL if takes_reflectors(t)]
+PLAIN = [t for t in BUILTIN_TRANSITIONS if t not in REFLECTED_TRANSITIONS]
+REFLECTED = REFLECTED_TRANSITIONS
 
 
 def _build(name: str, n: int, device: torch.device, **options):
     from stability import transitions
 
+    require_transition(name)
     torch.manual_seed(0)
     transition = transitions.create(name, n, **options).to(device)
     upstream = torch.randn(n, n, generator=torch.Generator().manual_seed(1)).to(device)
