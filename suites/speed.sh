@@ -15,7 +15,7 @@
 #
 # Environment:
 #   ASV_MACHINE     asv machine name (default: the only entry of ~/.asv-machine.json);
-#                   the recorded CPU history uses xeon-2core-shared
+#                   the recorded CPU history uses epyc-2core (and xeon-2core-shared)
 #   SPEED_DEVICE    cpu (default) or cuda: which cases of the subset
 #   SPEED_OUT       results and page folder (default reports/speed)
 #   SPEED_COMMITS   commit list for `history` (default reports/speed/commits.txt)

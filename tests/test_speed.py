@@ -127,6 +127,11 @@ class _References(HTMLParser):
 def test_page_marks_the_slow_commit_and_is_offline(measured, tmp_path, capsys):
     repo, (c1, c2, c3) = measured
     out = tmp_path / "page"
+    (out / "figures").mkdir(parents=True)
+    stale = out / "figures" / "testbox--e9--bench_tiny.Tiny.time_work.png"  # an earlier page's series
+    stale.write_bytes(b"old")
+    users = out / "figures" / "diagram.png"  # not named like a figure: the user's, kept
+    users.write_bytes(b"mine")
     # steps under 50% are left out: the 3x step must be found, timing noise (a loaded CI machine) must not
     assert main(["--results", str(repo / ".asv" / "results"), "--out", str(out), "--threshold", "0.5"]) == 0
     assert f"page {out / 'index.html'}" in capsys.readouterr().out
@@ -159,6 +164,7 @@ def test_page_marks_the_slow_commit_and_is_offline(measured, tmp_path, capsys):
     figures = sorted(p.name for p in (out / "figures").iterdir())
     assert any(n.endswith("time_work.png") for n in figures) and any(n.endswith("time_work.svg") for n in figures)
     assert any(n.endswith("track_value.svg") for n in figures)
+    assert not stale.exists() and users.read_bytes() == b"mine"
 
 
 def test_series_steps_uses_asv_detection():

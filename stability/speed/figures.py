@@ -66,6 +66,10 @@ def slug(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", "--".join(parts)).strip("_")[:150]
 
 
+#: the stem :func:`slug` gives a figure: machine--e<N>--benchmark
+_FIGURE_NAME = re.compile(r"[A-Za-z0-9_.-]+--e[0-9]+--[A-Za-z0-9_.-]+")
+
+
 def draw(table: pd.DataFrame, order: CommitOrder, steps: list[Step], env_ids: dict[tuple[str, str], str],
          out: Path, cpu_time_envs: frozenset = frozenset()) -> list[Figure]:
     """Write every figure under ``out/figures`` and return their descriptions.
@@ -140,4 +144,13 @@ def draw(table: pd.DataFrame, order: CommitOrder, steps: list[Step], env_ids: di
         plt.close(fig)
         figures.append(Figure(machine, env, benchmark, f"figures/{stem}.png", f"figures/{stem}.svg",
                               title, data["case"].nunique(), label))
+    _remove_stale(folder, {Path(f.png).stem for f in figures})
     return figures
+
+
+def _remove_stale(folder: Path, kept: set[str]) -> None:
+    """Delete the figures an earlier page left in ``folder`` that this one did not draw (a series
+    gone, or its environment renumbered ``e1`` → ``e2``); files not named like a figure stay."""
+    for path in folder.iterdir():
+        if path.suffix in (".png", ".svg") and _FIGURE_NAME.fullmatch(path.stem) and path.stem not in kept:
+            path.unlink()
