@@ -102,7 +102,7 @@ def cached(key, build):
 #: package (``transitions.available()``) had nnrnn at index 4 from its commit on, so every case
 #: from there on ran the next case's model under this one's label ("spectral" timed nnRNN,
 #: "torch.nn.RNN" timed the Spectral-RNN; docs/speed.md). A commit that lacks one of them gets
-#: n/a for its cases (:func:`require_transition`). tests/test_speed.py checks that this list is
+#: n/a for its cases (:func:`require_transition`). tests/test_asv_suite.py checks that this list is
 #: the package's built-ins.
 BUILTIN_TRANSITIONS = ["cayley", "dense", "exprnn", "householder", "nnrnn", "spectral"]
 #: those of them that take a reflector count (k = n/4 or n in the W benchmarks)
