@@ -136,7 +136,7 @@ class _SpectralSteps(torch.autograd.Function):
         if grad_w is None:  # no gradient reached W (grads are not materialized: see setup_context)
             return None, None, None, None, None
         packed, factors = ctx.saved_tensors
-        flat, sigma_pos, sides, block_sizes, total = ctx.layout
+        flat, _, sides, block_sizes, _ = ctx.layout  # σ's gradient is the window diagonals, not sigma_pos
         block = ctx.block
         # minus the per-step parts of ∂(vectors), in the packed layout
         neg = torch.empty_like(packed)

@@ -105,7 +105,7 @@ def cached(key, build):
 #: n/a for its cases (:func:`require_transition`). tests/test_asv_suite.py checks that this list is
 #: the package's built-ins.
 BUILTIN_TRANSITIONS = ["cayley", "dense", "exprnn", "householder", "nnrnn", "spectral"]
-#: those of them that take a reflector count (k = n/4 or n in the W benchmarks)
+#: those of them that take a reflector count (k = n in the training benchmarks, n/4 or n in the W ones)
 REFLECTED_TRANSITIONS = ["householder", "spectral"]
 
 
@@ -115,12 +115,6 @@ def require_transition(name: str) -> None:
 
     if name not in transitions.available():
         raise NotImplementedError(f"transition {name!r} is not in this commit of stability")
-
-
-def takes_reflectors(name: str) -> bool:
-    from stability import transitions
-
-    return "reflectors" in transitions.option_names(name)
 
 
 def reflector_count(spec: str, n: int) -> int:
@@ -183,7 +177,7 @@ def make_model(name: str, n: int, device: torch.device, seed: int = 0) -> torch.
     elif name in ALTERNATIVES:
         model = alternative_model(name, n)
     else:
-        options = {"reflectors": n} if takes_reflectors(name) else {}
+        options = {"reflectors": n} if name in REFLECTED_TRANSITIONS else {}
         model = RecurrentNet(INPUT_SIZE, n, OUTPUT_SIZE, transition=name, **options)
     return model.to(device)
 
